@@ -1,0 +1,261 @@
+"""GraspEnv: N batched worlds of the iiwa + Allegro grasp-and-lift task, torch in and out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from dexrl.config.env import EnvConfig
+from dexrl.envs import ik
+from dexrl.envs.observations import ObservationBuilder
+from dexrl.envs.randomization import Randomizer, uniform
+from dexrl.envs.rewards import RewardState, compute_rewards
+from dexrl.sim.cameras import CameraRig
+from dexrl.sim.physics import BatchedPhysics
+from dexrl.sim.robot import START_HAND, START_QPOS
+from dexrl.sim.scene import GOAL, build_scene
+
+SUCCESS_RADIUS_M = 0.10
+EPISODE_SUCCESS_HOLD_S = 2.0
+# The object must stay inside this box, else the episode terminates.
+WORKSPACE_X, WORKSPACE_Y, MIN_OBJECT_Z = (-0.8, -0.3), (-0.3, 0.5), 0.2
+DISTURB_RADIUS_M = 0.3
+
+
+class ActionError(ValueError):
+    """An action tensor of the wrong shape or with non-finite values."""
+
+
+@dataclass
+class StepResult:
+    obs: dict[str, torch.Tensor]
+    reward: torch.Tensor  # (N,)
+    terminated: torch.Tensor  # (N,) bool: a terminal state (object lost or physics failed)
+    truncated: torch.Tensor  # (N,) bool: time limit reached
+    info: dict
+
+
+class GraspEnv:
+    """Grasp an object from the table and lift it to the goal.
+
+    ``step`` auto-resets finished worlds: the returned observation of such a world is the
+    first of its new episode; ``info["final_critic"]`` holds the critic observation of the
+    state it ended in (for bootstrapping truncated episodes).
+    """
+
+    def __init__(self, cfg: EnvConfig, third_person: bool = False):
+        self.cfg = cfg
+        self.scene = build_scene(cfg)
+        self.physics = BatchedPhysics(self.scene, cfg.num_envs, cfg.device, cfg.nconmax_per_world,
+                                      cfg.njmax_per_world)
+        p = self.physics
+        self.n, self.device = cfg.num_envs, p.device
+        self.gen = torch.Generator(device=self.device)
+        self.gen.manual_seed(cfg.seed)
+        self.rig = None
+        if cfg.depth or cfg.stereo_rgb or third_person:
+            self.rig = CameraRig(p, cfg.camera, depth=cfg.depth, stereo_rgb=cfg.stereo_rgb, third_person=third_person)
+            self.rig.seed(cfg.seed + 1)
+        self.randomizer = Randomizer(p, self.gen)
+        dev, s = self.device, self.scene
+        self.qpos_adr = torch.as_tensor(s.qpos_adr, device=dev)
+        self.dof_adr = torch.as_tensor(s.dof_adr, device=dev)
+        self.act_ids = torch.as_tensor(s.actuator_ids, device=dev)
+        self.arm_joint_ids = torch.as_tensor(s.joint_ids[:7], device=dev)
+        self.tip_sites = torch.as_tensor(s.tip_sites, device=dev)
+        self.q_low = torch.as_tensor(s.jnt_range[:, 0], device=dev, dtype=torch.float32)
+        self.q_high = torch.as_tensor(s.jnt_range[:, 1], device=dev, dtype=torch.float32)
+        self.q_start = torch.as_tensor(START_QPOS, device=dev, dtype=torch.float32).clamp(self.q_low, self.q_high)
+        self.curl_q = torch.as_tensor(START_HAND, device=dev, dtype=torch.float32)
+        self.goal = torch.tensor(GOAL, device=dev)
+        self.action_dim = 23 if cfg.action_space == "joint_delta" else 6 + ik.NUM_SYNERGIES
+        self.synergy = ik.synergy_basis(dev)
+        self.hand_low, self.hand_high = ik.hand_limits(dev)
+        n = self.n
+        self.targets = self.q_start.repeat(n, 1)  # (N, 23) joint position targets
+        self.prev_action = torch.zeros(n, self.action_dim, device=dev)
+        self.episode_step = torch.zeros(n, dtype=torch.long, device=dev)
+        self.episode_return = torch.zeros(n, device=dev)
+        self.success_steps = torch.zeros(n, dtype=torch.long, device=dev)
+        self.disturb_force = torch.zeros(n, 3, device=dev)
+        self.nonfinite_resets = torch.zeros((), dtype=torch.long, device=dev)
+        self.obs_builder = ObservationBuilder(self)
+        self.palm_pos_prev = torch.zeros(n, 3, device=dev)
+        self.tip_pos_prev = torch.zeros(n, 4, 3, device=dev)
+
+    # ---- state accessors, (N, ...) views computed on demand ---------------------------------
+    @property
+    def joint_pos(self) -> torch.Tensor:
+        return self.physics.qpos[:, self.qpos_adr]  # (N, 23) rad
+
+    @property
+    def joint_vel(self) -> torch.Tensor:
+        return self.physics.qvel[:, self.dof_adr]  # (N, 23) rad/s
+
+    @property
+    def object_pos(self) -> torch.Tensor:
+        a = self.scene.object_qpos_adr
+        return self.physics.qpos[:, a:a + 3]  # (N, 3) m
+
+    @property
+    def object_quat(self) -> torch.Tensor:
+        a = self.scene.object_qpos_adr
+        return self.physics.qpos[:, a + 3:a + 7]  # (N, 4) wxyz
+
+    @property
+    def object_vel(self) -> torch.Tensor:
+        a = self.scene.object_dof_adr
+        return self.physics.qvel[:, a:a + 6]  # (N, 6) linear (world), angular (local)
+
+    @property
+    def palm_pos(self) -> torch.Tensor:
+        return self.physics.site_xpos[:, self.scene.palm_site]  # (N, 3) m
+
+    @property
+    def palm_quat(self) -> torch.Tensor:
+        return self.physics.xquat[:, self.scene.palm_body]  # (N, 4)
+
+    @property
+    def tip_pos(self) -> torch.Tensor:
+        return self.physics.site_xpos[:, self.tip_sites]  # (N, 4, 3) m
+
+    @property
+    def tip_force(self) -> torch.Tensor:
+        return self.physics.sensordata[:, :4]  # (N, 4) N, contact normal force per fingertip
+
+    @property
+    def in_success_region(self) -> torch.Tensor:
+        return (self.object_pos - self.goal).norm(dim=-1) < SUCCESS_RADIUS_M  # (N,) bool
+
+    # ---- reset ----------------------------------------------------------------------------
+    def reset(self, env_ids: torch.Tensor | None = None, object_ids: torch.Tensor | None = None) -> dict:
+        """Reset the worlds ``env_ids`` (all if None); returns the observation of every world."""
+        mask = torch.ones(self.n, dtype=torch.bool, device=self.device)
+        if env_ids is not None:
+            mask = torch.zeros_like(mask)
+            mask[torch.as_tensor(env_ids, device=self.device)] = True
+        self._reset_where(mask, object_ids)
+        self.physics.kinematics()
+        self.palm_pos_prev.copy_(self.palm_pos)
+        self.tip_pos_prev.copy_(self.tip_pos)
+        self._render()
+        return self.obs_builder.build()
+
+    def _reset_where(self, mask: torch.Tensor, object_ids: torch.Tensor | None = None) -> None:
+        r, p, rnd, gen, dev, n = self.cfg.randomization, self.physics, self.randomizer, self.gen, self.device, self.n
+        p.reset_where(mask)
+        rnd.assign_objects(mask, object_ids)
+        rnd.apply(mask, r)
+        rnd.jitter_cameras(mask, self.cfg.camera)
+        q = (self.q_start + uniform(-1, 1, (n, 23), gen, dev) * r.reset_joint_pos_noise).clamp(self.q_low, self.q_high)
+        qd = uniform(-1, 1, (n, 23), gen, dev) * r.reset_joint_vel_noise
+        pos, quat = rnd.spawn_pose(r)
+        m = mask[:, None]
+        p.qpos[:, self.qpos_adr] = torch.where(m, q, p.qpos[:, self.qpos_adr])
+        p.qvel[:, self.dof_adr] = torch.where(m, qd, p.qvel[:, self.dof_adr])  # object's stays 0
+        a = self.scene.object_qpos_adr
+        p.qpos[:, a:a + 7] = torch.where(m, torch.cat([pos, quat], -1), p.qpos[:, a:a + 7])
+        self.targets = torch.where(m, q, self.targets)
+        p.ctrl[:, self.act_ids] = self.targets
+        zero = torch.zeros((), device=dev)
+        self.prev_action = torch.where(m, zero, self.prev_action)
+        self.episode_step = torch.where(mask, 0, self.episode_step)
+        self.episode_return = torch.where(mask, zero, self.episode_return)
+        self.success_steps = torch.where(mask, 0, self.success_steps)
+        self.disturb_force = torch.where(m, zero, self.disturb_force)
+        self.obs_builder.resample_noise(mask)
+
+    # ---- step -----------------------------------------------------------------------------
+    def _check_action(self, action: torch.Tensor) -> torch.Tensor:
+        if not isinstance(action, torch.Tensor) or action.shape != (self.n, self.action_dim):
+            shape = tuple(action.shape) if isinstance(action, torch.Tensor) else type(action).__name__
+            raise ActionError(f"action must be a tensor of shape ({self.n}, {self.action_dim}) for "
+                              f"action_space={self.cfg.action_space!r}, got {shape}")
+        action = action.to(self.device, torch.float32)
+        if not torch.isfinite(action).all():
+            raise ActionError("action contains NaN or Inf; check the policy's outputs")
+        return action.clamp(-1.0, 1.0)
+
+    def _targets_from_action(self, a: torch.Tensor) -> torch.Tensor:
+        """(N, A) in [-1, 1] -> joint targets (N, 23)."""
+        if self.cfg.action_space == "joint_delta":
+            return (self.targets + self.cfg.joint_delta_scale * a).clamp(self.q_low, self.q_high)
+        pos, quat = ik.palm_action_to_pose(a)
+        arm = self.arm_ik(pos, quat)
+        hand = ik.synergy_to_hand(a[:, 6:], self.synergy, self.hand_low, self.hand_high)
+        return torch.cat([arm, hand], -1).clamp(self.q_low, self.q_high)
+
+    def arm_ik(self, palm_pos: torch.Tensor, palm_quat: torch.Tensor, max_step: float = 0.25) -> torch.Tensor:
+        """One damped-least-squares step from the current arm pose toward a palm pose:
+        arm joint targets (N, 7)."""
+        p, arm_j = self.physics, self.arm_joint_ids
+        jac = ik.hinge_jacobian(self.palm_pos, p.xanchor[:, arm_j], p.xaxis[:, arm_j])  # (N, 6, 7)
+        err = torch.cat([palm_pos - self.palm_pos, ik.orientation_error(palm_quat, self.palm_quat)], -1)
+        dq = ik.dls_step(jac, err).clamp(-max_step, max_step)  # (N, 7)
+        return self.joint_pos[:, :7] + dq
+
+    def _disturb(self) -> None:
+        """Force = mass * U(0, a) in a random direction, resampled each second, applied only
+        while the palm is within 0.3 m of the object."""
+        a = self.cfg.randomization.disturbance_accel
+        p, b = self.physics, self.scene.object_body
+        if a <= 0:
+            return
+        every = max(int(round(1.0 / self.cfg.ctrl_dt)), 1)
+        resample = (self.episode_step % every == 0)[:, None]
+        direction = torch.randn((self.n, 3), generator=self.gen, device=self.device)
+        direction = direction / direction.norm(dim=-1, keepdim=True).clamp_min(1e-9)
+        mag = uniform(0.0, a, (self.n, 1), self.gen, self.device) * p.fields["body_mass"][:, b, None]
+        self.disturb_force = torch.where(resample, direction * mag, self.disturb_force)
+        near = ((self.palm_pos - self.object_pos).norm(dim=-1) < DISTURB_RADIUS_M)[:, None]
+        p.xfrc_applied[:, b, :3] = torch.where(near, self.disturb_force, torch.zeros_like(self.disturb_force))
+
+    def step(self, action: torch.Tensor) -> StepResult:
+        a = self._check_action(action)  # (N, A)
+        p = self.physics
+        self.targets = self._targets_from_action(a)
+        p.ctrl[:, self.act_ids] = self.targets
+        self._disturb()
+        self.palm_pos_prev.copy_(self.palm_pos)
+        self.tip_pos_prev.copy_(self.tip_pos)
+        p.step(self.cfg.decimation)
+        self.prev_action = a
+        self.episode_step += 1
+
+        nonfinite = ~(torch.isfinite(p.qpos).all(-1) & torch.isfinite(p.qvel).all(-1))  # (N,)
+        terms = compute_rewards(RewardState(
+            palm_pos=self.palm_pos, tip_pos=self.tip_pos, object_pos=self.object_pos, goal=self.goal,
+            finger_q=self.joint_pos[:, 7:], curl_q=self.curl_q), self.cfg.reward)
+        terms = {k: torch.nan_to_num(v, nan=0.0, posinf=0.0, neginf=0.0) * ~nonfinite for k, v in terms.items()}
+        reward = sum(terms.values())
+        success = self.in_success_region & ~nonfinite
+        self.success_steps = torch.where(success, self.success_steps + 1, 0)
+        hold_steps = int(round(EPISODE_SUCCESS_HOLD_S / self.cfg.ctrl_dt))
+        x, y, z = self.object_pos.unbind(-1)
+        lost = (x < WORKSPACE_X[0]) | (x > WORKSPACE_X[1]) | (y < WORKSPACE_Y[0]) | (y > WORKSPACE_Y[1]) | (z < MIN_OBJECT_Z)
+        terminated = lost | nonfinite
+        truncated = (self.episode_step >= self.cfg.max_episode_steps) & ~terminated
+        done = terminated | truncated
+        self.episode_return += reward
+        info = {
+            "reward_terms": terms, "success": success, "episode_success": self.success_steps >= hold_steps,
+            "done": done, "episode_return": self.episode_return.clone(), "episode_length": self.episode_step.clone(),
+            "nonfinite": nonfinite, "final_critic": self.obs_builder.critic(),
+        }
+        self.nonfinite_resets += nonfinite.sum()
+        # On CPU a host check is free and skips the masked reset when no world finished; on
+        # CUDA the masked reset runs every step rather than synchronizing the stream.
+        if self.device.type != "cpu" or bool(done.any()):
+            self._reset_where(done)
+        p.kinematics()
+        self._render()
+        obs = self.obs_builder.build()
+        return StepResult(obs, reward, terminated, truncated, info)
+
+    def _render(self) -> None:
+        if self.rig is not None:
+            self.rig.render()
+
+    def close(self) -> None:
+        self.rig = None

@@ -1,0 +1,3 @@
+from dexrl.policies.scripted import ScriptedGrasp
+
+__all__ = ["ScriptedGrasp"]

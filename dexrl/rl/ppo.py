@@ -1,0 +1,220 @@
+"""PPO: pure loss terms and learning-rate rules, plus the `PPO` updater.
+
+Loss (rl_games form, so `critic_coef = 4` means what it means in the paper's lineage):
+    ratio   = exp(log_prob - old_log_prob)
+    policy  = mean(max(-A * ratio, -A * clamp(ratio, 1 - clip, 1 + clip)))
+    value   = mean(max((V - R)^2, (V_old + clamp(V - V_old, -vc, vc) - R)^2))   (normalized units)
+    entropy = mean(H)
+    bounds  = mean(sum_a relu(mu_a - b)^2 + relu(-b - mu_a)^2)
+    total   = policy + 0.5 * critic_coef * value - entropy_coef * entropy + bounds_coef * bounds
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from dexrl.config.rl import PPOConfig
+from dexrl.models.actor_critic import ActorCritic
+from dexrl.models.distributions import gaussian_kl
+from dexrl.rl.gae import compute_gae
+from dexrl.rl.normalizer import ReduceFn
+from dexrl.rl.storage import Minibatch, RolloutStorage
+
+
+# ---- pure functions ------------------------------------------------------------------
+def surrogate_loss(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: torch.Tensor, clip: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clipped surrogate (to minimise) and the fraction of samples whose ratio left [1-clip, 1+clip]."""
+    ratio = torch.exp(log_prob - old_log_prob)  # (...)
+    loss = torch.max(-advantages * ratio, -advantages * ratio.clamp(1.0 - clip, 1.0 + clip)).mean()
+    clip_fraction = ((ratio - 1.0).abs() > clip).float().mean()
+    return loss, clip_fraction
+
+
+def value_loss(value: torch.Tensor, old_value: torch.Tensor, returns: torch.Tensor, clip: float) -> torch.Tensor:
+    """Squared error, pessimistically clipped around the collection-time value when clip > 0."""
+    unclipped = (value - returns).square()
+    if clip <= 0.0:
+        return unclipped.mean()
+    clipped = old_value + (value - old_value).clamp(-clip, clip)
+    return torch.max(unclipped, (clipped - returns).square()).mean()
+
+
+def bounds_loss(mean: torch.Tensor, bound: float) -> torch.Tensor:
+    """Quadratic penalty on action means outside [-bound, bound], summed over actions."""
+    high = (mean - bound).clamp_min(0.0).square()
+    low = (-bound - mean).clamp_min(0.0).square()
+    return (high + low).sum(dim=-1).mean()
+
+
+def ppo_losses(
+    log_prob: torch.Tensor,
+    old_log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    value: torch.Tensor,
+    old_value: torch.Tensor,
+    returns: torch.Tensor,
+    entropy: torch.Tensor,
+    mean: torch.Tensor,
+    cfg: PPOConfig,
+) -> dict[str, torch.Tensor]:
+    """All terms by name; values, old values and returns in the critic's (normalized) units."""
+    policy, clip_fraction = surrogate_loss(log_prob, old_log_prob, advantages, cfg.clip)
+    terms = {
+        "policy": policy,
+        "value": value_loss(value, old_value, returns, cfg.value_clip),
+        "entropy": entropy.mean(),
+        "bounds": bounds_loss(mean, cfg.action_bound),
+    }
+    terms["total"] = (
+        terms["policy"] + 0.5 * cfg.critic_coef * terms["value"]
+        - cfg.entropy_coef * terms["entropy"] + cfg.bounds_coef * terms["bounds"]
+    )
+    terms["clip_fraction"] = clip_fraction
+    return terms
+
+
+def adaptive_lr(lr: float, kl: float, cfg: PPOConfig) -> float:
+    """rl_games / rsl_rl rule: kl > 2 d -> lr / 1.5; kl < d / 2 -> lr * 1.5; clamped to [lr_min, lr_max]."""
+    if kl > 2.0 * cfg.desired_kl:
+        lr = lr / 1.5
+    elif kl < 0.5 * cfg.desired_kl:
+        lr = lr * 1.5
+    return min(max(lr, cfg.lr_min), cfg.lr_max)
+
+
+def linear_lr(cfg: PPOConfig, iteration: int, max_iterations: int) -> float:
+    """lr * (1 - iteration / max_iterations), never below lr_min."""
+    return max(cfg.lr * (1.0 - iteration / max_iterations), cfg.lr_min)
+
+
+def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA; a no-op elsewhere (CPU bf16 would only be slower here)."""
+    if enabled and device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+# ---- the updater ---------------------------------------------------------------------
+@dataclass
+class DistributedHooks:
+    """Optional callbacks a data-parallel runtime supplies; this package never imports
+    torch.distributed. grads: average .grad of the parameters across ranks in place;
+    mean: average a scalar tensor across ranks; moments: see normalizer.ReduceFn."""
+
+    grads: Callable[[list[nn.Parameter]], None] | None = None
+    mean: Callable[[torch.Tensor], torch.Tensor] | None = None
+    moments: ReduceFn | None = None
+
+
+class PPO:
+    """Owns the optimizer, the learning-rate schedule and the update loop for one model."""
+
+    def __init__(
+        self,
+        model: ActorCritic,
+        cfg: PPOConfig,
+        device: torch.device | str,
+        max_iterations: int | None = None,
+        seed: int = 0,
+        hooks: DistributedHooks | None = None,
+    ) -> None:
+        if cfg.schedule == "linear" and not max_iterations:
+            raise ValueError("schedule 'linear' needs max_iterations > 0; pass it to PPO(...) or use 'adaptive'.")
+        self.model, self.cfg, self.device = model, cfg, torch.device(device)
+        self.max_iterations = max_iterations
+        self.hooks = hooks or DistributedHooks()
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(self.params, lr=cfg.lr)
+        self.lr = cfg.lr
+        self.iteration = 0
+        self.generator = torch.Generator().manual_seed(seed)  # minibatch order; CPU so resume is exact
+
+    def state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(), "lr": self.lr, "iteration": self.iteration,
+                "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.lr, self.iteration = state["lr"], state["iteration"]
+        self.generator.set_state(state["generator"])
+        self._set_lr(self.lr)
+
+    def _set_lr(self, lr: float) -> None:
+        self.lr = lr
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    @torch.no_grad()
+    def compute_returns(self, storage: RolloutStorage) -> None:
+        """GAE into storage.advantages / returns, value-normalizer refresh, advantage normalization."""
+        cfg = self.cfg
+        adv, ret = compute_gae(
+            storage.rewards * cfg.reward_scale, storage.values, storage.terminated, storage.truncated,
+            storage.last_values, cfg.gamma, cfg.lam, storage.truncated_values,
+        )  # (T, N) each
+        storage.returns.copy_(ret)
+        self.model.value_normalizer.update(ret, self.hooks.moments)
+        if cfg.normalize_advantage:
+            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        storage.advantages.copy_(adv)
+
+    def _step(self, mb: Minibatch) -> dict[str, torch.Tensor]:
+        """One gradient step on one minibatch; returns detached metric tensors."""
+        cfg, model = self.cfg, self.model
+        with autocast(self.device, cfg.bf16):
+            ev = model.evaluate(mb.obs, mb.actions, mb.states, mb.resets)
+        with torch.no_grad():
+            kl = gaussian_kl(mb.action_mean, mb.action_std.log(), ev.mean, ev.log_std).mean()
+            if self.hooks.mean is not None:
+                kl = self.hooks.mean(kl)
+        if cfg.schedule == "adaptive":
+            self._set_lr(adaptive_lr(self.lr, float(kl), cfg))
+        vn = model.value_normalizer
+        terms = ppo_losses(
+            ev.log_prob, mb.log_probs, mb.advantages, ev.value, vn.normalize(mb.values), vn.normalize(mb.returns),
+            ev.entropy, ev.mean, cfg,
+        )
+        self.optimizer.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        if self.hooks.grads is not None:
+            self.hooks.grads(self.params)
+        max_norm = cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf")
+        grad_norm = nn.utils.clip_grad_norm_(self.params, max_norm)
+        self.optimizer.step()
+        metrics = {f"loss/{k}": v.detach() for k, v in terms.items() if k != "clip_fraction"}
+        metrics.update({"ppo/kl": kl, "ppo/clip_fraction": terms["clip_fraction"].detach(), "ppo/grad_norm": grad_norm})
+        return metrics
+
+    def update(self, storage: RolloutStorage) -> dict[str, float]:
+        """Returns, then num_epochs x num_minibatches steps, then the obs-normalizer refresh."""
+        start = time.perf_counter()
+        if self.cfg.schedule == "linear":
+            self._set_lr(linear_lr(self.cfg, self.iteration, self.max_iterations))
+        self.model.train()
+        self.compute_returns(storage)
+        sums: dict[str, torch.Tensor] = {}
+        steps = 0
+        for _ in range(self.cfg.num_epochs):
+            for mb in storage.minibatches(self.cfg.num_minibatches, self.generator):
+                for key, value in self._step(mb).items():
+                    sums[key] = sums.get(key, 0.0) + value.float()
+                steps += 1
+        # Obs statistics move only here, after the update, so acting and re-evaluation used
+        # the same frozen statistics (ratio == 1 on the first minibatch).
+        vectors = {k: v for k, v in storage.obs.items() if k != storage.spec.image_key}
+        self.model.obs_normalizer.update(vectors, self.hooks.moments)
+        self.iteration += 1
+        metrics = {key: float(total) / steps for key, total in sums.items()}  # one host sync per key
+        metrics.update({
+            "ppo/lr": self.lr,
+            "ppo/action_std": float(self.model.log_std.detach().exp().mean()),
+            "ppo/returns_mean": float(storage.returns.mean()),
+            "time/update_s": time.perf_counter() - start,
+        })
+        return metrics

@@ -1,0 +1,153 @@
+"""Procedural, seeded graspable objects, and a user's folder of OBJ/STL meshes.
+
+Every object becomes one convex mesh (MuJoCo takes the convex hull of the points), so all
+worlds share a single object geom whose mesh id, frame and inertia are per-world model
+fields: reassigning objects at reset needs no recompilation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+KINDS = ("box", "cylinder", "sphere", "capsule", "ellipsoid", "convex", "mesh")
+MIN_SIZE_M, MAX_SIZE_M = 0.02, 0.12
+# Light enough for the Allegro's 0.5 N·m fingers, heavy enough to matter: mass is the hull
+# volume times DENSITY, clamped to [MIN_MASS_KG, MAX_MASS_KG].
+DENSITY = 400.0
+MIN_MASS_KG, MAX_MASS_KG = 0.03, 0.25
+DESCRIPTOR_DIM = 4 + len(KINDS)  # sorted half-extents (3), cube root of volume (1), kind one-hot
+
+
+@dataclass(frozen=True)
+class ObjectAsset:
+    """One object: a point cloud whose convex hull is the shape (metres, object frame), or a
+    mesh file scaled by ``scale``."""
+
+    name: str
+    kind: str
+    vertices: np.ndarray | None = None  # (V, 3) float64
+    file: Path | None = None
+    scale: float = 1.0
+    rgba: tuple[float, float, float, float] = (0.8, 0.3, 0.2, 1.0)
+
+
+@dataclass(frozen=True)
+class ObjectSetConfig:
+    """Which objects the worlds draw from."""
+
+    num_objects: int = 64
+    seed: int = 0
+    split: str = "train"  # "train" or "eval" (a disjoint, held-out set from the same generator)
+    mesh_dir: str | None = None  # a folder of .obj/.stl files replaces the procedural set
+    mesh_scale: float = 1.0
+
+    def __post_init__(self):
+        if self.split not in ("train", "eval"):
+            raise ValueError(f"objects.split must be 'train' or 'eval', got {self.split!r}")
+        if self.num_objects < 1:
+            raise ValueError(f"objects.num_objects must be >= 1, got {self.num_objects}")
+
+
+def _sphere_points(n_lat: int = 6, n_lon: int = 10) -> np.ndarray:
+    """Unit-sphere points on a latitude/longitude grid plus the poles: (2 + n_lat*n_lon, 3)."""
+    lat = np.linspace(0, np.pi, n_lat + 2)[1:-1]
+    lon = np.linspace(0, 2 * np.pi, n_lon, endpoint=False)
+    la, lo = np.meshgrid(lat, lon, indexing="ij")
+    pts = np.stack([np.sin(la) * np.cos(lo), np.sin(la) * np.sin(lo), np.cos(la)], -1).reshape(-1, 3)
+    return np.concatenate([pts, [[0, 0, 1], [0, 0, -1]]])
+
+
+def _circle(n: int = 16) -> np.ndarray:
+    t = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    return np.stack([np.cos(t), np.sin(t)], -1)  # (n, 2)
+
+
+def _shape_points(kind: str, rng: np.random.Generator) -> np.ndarray:
+    """Points of one shape with its largest extent in [MIN_SIZE_M, MAX_SIZE_M]."""
+    size = rng.uniform(MIN_SIZE_M, MAX_SIZE_M)  # largest full extent
+    aspect = rng.uniform(0.45, 1.0, size=2)  # the two other extents, relative
+    if kind == "box":
+        half = 0.5 * size * np.array([1.0, *aspect])
+        corners = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], float)
+        return corners * half
+    if kind == "cylinder":
+        r, h = 0.5 * size * aspect[0], 0.5 * size
+        ring = _circle() * r
+        return np.concatenate([np.c_[ring, np.full(len(ring), -h)], np.c_[ring, np.full(len(ring), h)]])
+    if kind == "sphere":
+        return _sphere_points() * 0.5 * size
+    if kind == "capsule":
+        r = 0.5 * size * aspect[0] * 0.8
+        h = max(0.5 * size - r, 0.0)
+        pts = _sphere_points() * r
+        pts[:, 2] += np.where(pts[:, 2] >= 0, h, -h)
+        return pts
+    if kind == "ellipsoid":
+        return _sphere_points() * 0.5 * size * np.array([1.0, *aspect])
+    if kind == "convex":
+        pts = rng.normal(size=(int(rng.integers(10, 24)), 3)) * np.array([1.0, *aspect])
+        pts /= np.max(np.ptp(pts, axis=0))
+        return pts * size
+    raise ValueError(f"unknown object kind {kind!r}")
+
+
+def procedural_objects(num_objects: int, seed: int, split: str = "train") -> list[ObjectAsset]:
+    """``num_objects`` seeded shapes cycling through the primitive kinds. The held-out split
+    draws from an independent stream, so no object of one split appears in the other."""
+    rng = np.random.default_rng([seed, 0 if split == "train" else 1])
+    kinds = KINDS[:-1]
+    out = []
+    for i in range(num_objects):
+        kind = kinds[i % len(kinds)]
+        rgba = (*rng.uniform(0.15, 0.95, size=3), 1.0)
+        out.append(ObjectAsset(f"{split}_{i:03d}_{kind}", kind, vertices=_shape_points(kind, rng), rgba=rgba))
+    return out
+
+
+def mesh_folder_objects(folder: str | Path, scale: float = 1.0) -> list[ObjectAsset]:
+    """Every .obj/.stl file in ``folder`` (sorted by name) as an object, used as a convex hull."""
+    path = Path(folder).expanduser()
+    if not path.is_dir():
+        raise ValueError(f"object mesh folder {str(path)!r} does not exist; pass a folder of .obj/.stl files")
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".obj", ".stl"))
+    if not files:
+        raise ValueError(f"object mesh folder {str(path)!r} holds no .obj or .stl file")
+    return [ObjectAsset(f"user_{i:03d}_{p.stem}", "mesh", file=p.resolve(), scale=scale) for i, p in enumerate(files)]
+
+
+def load_objects(cfg: ObjectSetConfig) -> list[ObjectAsset]:
+    if cfg.mesh_dir:
+        return mesh_folder_objects(cfg.mesh_dir, cfg.mesh_scale)
+    return procedural_objects(cfg.num_objects, cfg.seed, cfg.split)
+
+
+@dataclass
+class ObjectProperties:
+    """Compiled properties of every object, stacked: what one world needs to hold object k.
+
+    All arrays have a leading object axis K; they are written into per-world model fields.
+    """
+
+    mesh_id: np.ndarray  # (K,) int
+    geom_pos: np.ndarray  # (K, 3) mesh frame in the object body
+    geom_quat: np.ndarray  # (K, 4)
+    geom_aabb: np.ndarray  # (K, 6)
+    geom_rbound: np.ndarray  # (K,)
+    geom_rgba: np.ndarray  # (K, 4)
+    body_mass: np.ndarray  # (K,)
+    body_inertia: np.ndarray  # (K, 3)
+    body_ipos: np.ndarray  # (K, 3)
+    body_iquat: np.ndarray  # (K, 4)
+    body_invweight0: np.ndarray  # (K, 2)
+    descriptor: np.ndarray  # (K, DESCRIPTOR_DIM) float32
+    names: list[str] = field(default_factory=list)
+
+
+def descriptor(kind: str, half_extents: np.ndarray, volume: float) -> np.ndarray:
+    """Shape descriptor: sorted half-extents (m), cube root of volume (m), kind one-hot."""
+    onehot = np.zeros(len(KINDS))
+    onehot[KINDS.index(kind)] = 1.0
+    return np.concatenate([np.sort(half_extents), [np.cbrt(max(volume, 0.0))], onehot]).astype(np.float32)

@@ -1,0 +1,98 @@
+"""PPO.update on the depth model: metrics, hooks, KL 0 on the first step, exact resume."""
+
+import copy
+
+import pytest
+import torch
+from toy_tasks import collect
+
+from dexrl.config.rl import ModelConfig, PPOConfig
+from dexrl.models import ObsSpec
+from dexrl.rl import PPO, DistributedHooks, RolloutStorage, build_actor_critic
+
+torch.set_num_threads(1)
+
+SPEC = ObsSpec(action_dim=2, policy_vectors={"proprio": 3}, value_vectors={"critic": 4},
+               image_key="depth", image_shape=(1, 16, 16))
+MODEL = ModelConfig(lstm_hidden=8, lstm_layers=1, mlp=(8,), critic_mlp=(8,), encoder_channels=(4, 4, 4, 4))
+
+
+class RandomDepthEnv:
+    """Random observations and rewards; episodes end at random. Enough to drive the update."""
+
+    spec = SPEC
+
+    def __init__(self, n, seed):
+        self.n, self.gen = n, torch.Generator().manual_seed(seed)
+
+    def obs(self):
+        return {"depth": torch.rand(self.n, 1, 16, 16, generator=self.gen) * 3.0,
+                "proprio": torch.randn(self.n, 3, generator=self.gen) * 10 + 5,
+                "critic": torch.randn(self.n, 4, generator=self.gen)}
+
+    def step(self, action):
+        done = torch.rand(self.n, generator=self.gen) < 0.2
+        return self.obs(), action.sum(-1), done & (torch.rand(self.n, generator=self.gen) < 0.5), done
+
+
+def _setup(ppo_cfg, seed=0):
+    torch.manual_seed(seed)
+    env = RandomDepthEnv(4, seed)
+    model = build_actor_critic(SPEC, MODEL, ppo_cfg, "cpu")
+    storage = RolloutStorage(SPEC, MODEL, ppo_cfg, 4, "cpu")
+    carry = (env.obs(), model.initial_state(4, "cpu"), torch.ones(4, dtype=torch.bool))
+    return env, model, storage, carry
+
+
+def test_update_metrics_hooks_and_first_step_kl():
+    cfg = PPOConfig(num_steps=4, seq_length=2, num_minibatches=2, num_epochs=2, image_dtype="uint16mm", lr=1e-3)
+    env, model, storage, carry = _setup(cfg)
+    calls = {"grads": 0, "mean": [], "moments": 0}
+
+    def moments(count, mean, m2):
+        calls["moments"] += 1
+        return count, mean, m2
+
+    hooks = DistributedHooks(grads=lambda ps: calls.__setitem__("grads", calls["grads"] + 1),
+                             mean=lambda x: calls["mean"].append(x.item()) or x, moments=moments)
+    ppo = PPO(model, cfg, "cpu", hooks=hooks)
+    before = copy.deepcopy(model.state_dict())
+    collect(env, model, storage, carry)
+    metrics = ppo.update(storage)
+    for key in ("loss/policy", "loss/value", "loss/entropy", "loss/bounds", "loss/total", "ppo/kl",
+                "ppo/clip_fraction", "ppo/grad_norm", "ppo/lr", "time/update_s"):
+        assert key in metrics and metrics[key] == metrics[key]  # present and not NaN
+    assert calls["grads"] == 4  # 2 epochs x 2 minibatches
+    assert calls["moments"] == 1 + 2  # returns once; obs 'proprio' and 'critic' after the update
+    assert calls["mean"][0] == pytest.approx(0.0, abs=1e-6)  # first step: new policy == old policy
+    assert not torch.equal(before["log_std"], model.state_dict()["log_std"])
+    # obs statistics refreshed from the raw rollout (proprio ~ N(5, 10^2))
+    assert 0.0 < model.obs_normalizer.norms["proprio"].mean.mean().item() < 10.0
+
+
+def test_resume_is_bitwise_exact():
+    cfg = PPOConfig(num_steps=4, seq_length=4, num_minibatches=2, num_epochs=2, lr=1e-3)
+    env, model, storage, carry = _setup(cfg)
+    ppo = PPO(model, cfg, "cpu", seed=3)
+    collect(env, model, storage, carry)
+    ppo.update(storage)
+    saved_model, saved_ppo = copy.deepcopy(model.state_dict()), copy.deepcopy(ppo.state_dict())
+    ppo.update(storage)  # straight on
+
+    _, model2, _, _ = _setup(cfg, seed=1)
+    model2.load_state_dict(saved_model)
+    ppo2 = PPO(model2, cfg, "cpu", seed=99)
+    ppo2.load_state_dict(saved_ppo)
+    # storage already holds the rollout; recompute from the same stored data
+    ppo2.update(storage)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, model2.state_dict()[key]), key
+
+
+def test_linear_schedule_needs_max_iterations():
+    cfg = PPOConfig(schedule="linear")
+    model = build_actor_critic(SPEC, MODEL, cfg, "cpu")
+    with pytest.raises(ValueError, match="max_iterations"):
+        PPO(model, cfg, "cpu")
+    ppo = PPO(model, cfg, "cpu", max_iterations=10)
+    assert ppo.lr == cfg.lr

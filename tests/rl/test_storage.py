@@ -1,0 +1,96 @@
+"""Rollout storage: predicted bytes == allocated bytes, compact depth, env-slice minibatches."""
+
+import pytest
+import torch
+
+from dexrl.config.rl import ModelConfig, PPOConfig
+from dexrl.models import ObsSpec, PolicyOutput
+from dexrl.rl import RolloutStorage, bytes_per_env, decode_depth, depth_to_uint16_mm, encode_depth, uint16_mm_to_depth
+
+DEPTH_SPEC = ObsSpec(action_dim=3, policy_vectors={"proprio": 5}, value_vectors={"critic": 7, "proprio": 5},
+                     image_key="depth", image_shape=(1, 24, 32))
+STATE_SPEC = ObsSpec(action_dim=2, policy_vectors={"state_teacher": 9}, value_vectors={"critic": 4})
+
+
+def _allocated_bytes(storage) -> int:
+    """Walk the object itself (not its own accounting) so a stray buffer would be counted."""
+    total = 0
+    for value in vars(storage).values():
+        tensors = value.values() if isinstance(value, dict) else [value]
+        total += sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
+    return total
+
+
+@pytest.mark.parametrize(
+    "spec, model_cfg, ppo_cfg",
+    [
+        (DEPTH_SPEC, ModelConfig(lstm_hidden=16, lstm_layers=2), PPOConfig(num_steps=8, seq_length=4, num_minibatches=2)),
+        (DEPTH_SPEC, ModelConfig(lstm_hidden=16, critic_kind="lstm", critic_lstm_hidden=8),
+         PPOConfig(num_steps=8, seq_length=8, num_minibatches=2, image_dtype="uint16mm")),
+        (STATE_SPEC, ModelConfig(actor_kind="mlp"), PPOConfig(num_steps=6, seq_length=3, num_minibatches=2)),
+    ],
+)
+def test_bytes_per_env_equals_allocation(spec, model_cfg, ppo_cfg):
+    n = 6
+    storage = RolloutStorage(spec, model_cfg, ppo_cfg, n, "cpu")
+    assert bytes_per_env(spec, model_cfg, ppo_cfg) * n == _allocated_bytes(storage)
+
+
+def test_bytes_per_env_paper_depth_images():
+    spec = ObsSpec(action_dim=11, policy_vectors={"proprio": 1}, value_vectors={"critic": 1},
+                   image_key="depth", image_shape=(1, 120, 160))
+    cfg = ModelConfig(actor_kind="mlp")
+    image_bytes = 16 * 120 * 160 * 2  # T * H * W * 2 B = 614,400 B at 160x120, float16
+    assert bytes_per_env(spec, cfg, PPOConfig()) - bytes_per_env(
+        ObsSpec(action_dim=11, policy_vectors={"proprio": 1}, value_vectors={"critic": 1}), cfg, PPOConfig()) == image_bytes
+
+
+def test_uint16_mm_round_trip():
+    depth = torch.tensor([0.0, 0.1234, 1.5, 2.0004, 65.535, 70.0, -0.2])
+    mm = depth_to_uint16_mm(depth)
+    assert mm.dtype == torch.uint16
+    # 123.4 -> 123; 2000.4 -> 2000; 70 m and -0.2 m saturate at 65535 and 0
+    assert mm.tolist() == [0, 123, 1500, 2000, 65535, 65535, 0]
+    back = uint16_mm_to_depth(mm)
+    assert back.dtype == torch.float32
+    inside = slice(0, 5)
+    assert (back[inside] - depth[inside]).abs().max().item() <= 0.5e-3 + 1e-6  # half a millimetre
+    f16 = decode_depth(encode_depth(depth[:4], "float16"))
+    torch.testing.assert_close(f16, depth[:4], rtol=1e-3, atol=0)
+
+
+def _fill(storage, T, N, A):
+    """Every entry encodes (t, env): value = 100 t + env."""
+    code = lambda t: torch.arange(N, dtype=torch.float32) + 100 * t  # noqa: E731  (N,)
+    for t in range(T):
+        c = code(t)
+        out = PolicyOutput(action=c[:, None].repeat(1, A), log_prob=c, mean=c[:, None].repeat(1, A),
+                           std=torch.ones(N, A), value=c, state={})
+        state = {k: c.view(1, N, 1).expand(v.shape[1], N, v.shape[3]).clone() for k, v in storage.states.items()}
+        obs = {"depth": (c / 1000).view(N, 1, 1, 1).expand(N, 1, 24, 32), "proprio": c[:, None].repeat(1, 5),
+               "critic": c[:, None].repeat(1, 7)}
+        storage.insert(t, obs, c > 1e9, state, out, c, c < 0, c < 0)
+
+
+def test_minibatches_are_env_slices_cut_into_chunks():
+    T, N, A, S = 8, 6, 3, 4
+    ppo_cfg = PPOConfig(num_steps=T, seq_length=S, num_minibatches=3, image_dtype="uint16mm")
+    storage = RolloutStorage(DEPTH_SPEC, ModelConfig(lstm_hidden=4, lstm_layers=1), ppo_cfg, N, "cpu")
+    _fill(storage, T, N, A)
+    seen = []
+    for mb in storage.minibatches(3, torch.Generator().manual_seed(0)):
+        K, n = T // S, N // 3
+        assert mb.actions.shape == (S, K * n, A) and mb.obs["depth"].shape == (S, K * n, 1, 24, 32)
+        assert mb.states["policy_h"].shape == (1, K * n, 4)
+        codes = mb.log_probs  # (S, B) = 100 t + env
+        envs = (codes % 100).long()
+        times = (codes // 100).long()
+        for b in range(K * n):
+            assert (envs[:, b] == envs[0, b]).all()  # one env per column
+            k = b // n
+            assert times[:, b].tolist() == list(range(k * S, k * S + S))  # chunk k, consecutive steps
+            # state at the chunk start is the one recorded at t = k * S for that env
+            assert mb.states["policy_h"][0, b, 0].item() == 100 * k * S + envs[0, b].item()
+        torch.testing.assert_close(mb.obs["depth"][:, :, 0, 0, 0], codes / 1000, atol=6e-4, rtol=0)  # mm precision
+        seen += envs[0, :n].tolist()
+    assert sorted(seen) == list(range(N))  # the slices partition the envs
