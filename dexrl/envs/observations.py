@@ -2,7 +2,7 @@
 
 Groups, N worlds, A action dim (23 joint_delta / 11 palm_synergy):
   policy        depth (N, 1, H, W) float32 m;  proprio (N, 46 + A)
-  critic        (N, 114 + A) privileged state (see ``critic``)
+  critic        (N, 112 + A) privileged state (see ``critic``)
   state_teacher (N, 64 + A): proprio + noisy object position (3) + noisy quaternion (4) + shape (11)
   student       stereo_rgb (N, 2, 3, H, W) uint8;  proprio (N, 46 + A)
 Vectors are finite and clipped to +-OBS_CLIP; joint velocities are scaled by 0.1.

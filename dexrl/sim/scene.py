@@ -62,19 +62,6 @@ def _robot_spec(robot_xml: str | None) -> mujoco.MjSpec:
         raise RobotModelError(f"robot MJCF {str(path)!r} does not parse: {exc}") from None
 
 
-def check_robot_contract(m: mujoco.MjModel) -> None:
-    """Raise RobotModelError naming what is missing from the joint/body/site naming contract."""
-    missing = [n for n in ROBOT_JOINTS if mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, n) < 0]
-    missing += [f"actuator {n}" for n in ROBOT_JOINTS if mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_ACTUATOR, n) < 0]
-    missing += [f"body {PALM_BODY}"] * (mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, PALM_BODY) < 0)
-    missing += [f"site {n}" for n in (PALM_SITE, *TIP_SITES) if mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SITE, n) < 0]
-    if missing:
-        raise RobotModelError(
-            "robot MJCF does not follow dexrl's naming contract (see dexrl/sim/robot.py); missing: "
-            + ", ".join(missing[:8]) + (" ..." if len(missing) > 8 else "")
-        )
-
-
 def _add_mesh(spec: mujoco.MjSpec, asset: obj.ObjectAsset) -> None:
     mesh = spec.add_mesh(name=asset.name)
     if asset.file is not None:
@@ -115,8 +102,22 @@ def _add_touch_sensors(spec: mujoco.MjSpec) -> None:
                         objtype=mujoco.mjtObj.mjOBJ_SITE, objname=zone.name)
 
 
+def check_spec_contract(spec: mujoco.MjSpec) -> None:
+    """Raise RobotModelError naming what the robot MJCF lacks from the naming contract."""
+    missing = [n for n in ROBOT_JOINTS if spec.joint(n) is None]
+    missing += [f"actuator {n}" for n in ROBOT_JOINTS if spec.actuator(n) is None]
+    missing += [f"body {PALM_BODY}"] * (spec.body(PALM_BODY) is None)
+    missing += [f"site {n}" for n in (PALM_SITE, *TIP_SITES) if spec.site(n) is None]
+    if missing:
+        raise RobotModelError(
+            "robot MJCF does not follow dexrl's naming contract (see dexrl/sim/robot.py); missing: "
+            + ", ".join(missing[:8]) + (" ..." if len(missing) > 8 else "")
+        )
+
+
 def build_spec(cfg: EnvConfig, assets: list[obj.ObjectAsset]) -> mujoco.MjSpec:
     spec = _robot_spec(cfg.robot_xml)
+    check_spec_contract(spec)
     spec.option.timestep = cfg.sim_dt
     spec.option.integrator = mujoco.mjtIntegrator.mjINT_IMPLICITFAST
     spec.option.cone = mujoco.mjtCone.mjCONE_PYRAMIDAL
@@ -182,14 +183,16 @@ def build_scene(cfg: EnvConfig) -> Scene:
         mjm = spec.compile()
     except ValueError as exc:
         raise RobotModelError(f"scene does not compile: {exc}") from None
-    check_robot_contract(mjm)
     J = mujoco.mjtObj
     joints = [_index(mjm, J.mjOBJ_JOINT, n) for n in ROBOT_JOINTS]
     obj_jnt = _index(mjm, J.mjOBJ_JOINT, "object_joint")
     object_body = _index(mjm, J.mjOBJ_BODY, "object")
     robot_geoms = np.nonzero((mjm.geom_contype == 1) & (mjm.geom_bodyid != object_body))[0]
+    props = object_properties(assets, cfg)
+    # A user's robot may bring meshes of its own: address the objects' meshes by name.
+    props.mesh_id = np.array([_index(mjm, J.mjOBJ_MESH, name) for name in props.names])
     return Scene(
-        mjm=mjm, spec=spec, props=object_properties(assets, cfg), joint_ids=np.array(joints),
+        mjm=mjm, spec=spec, props=props, joint_ids=np.array(joints),
         qpos_adr=mjm.jnt_qposadr[joints].copy(), dof_adr=mjm.jnt_dofadr[joints].copy(),
         actuator_ids=np.array([_index(mjm, J.mjOBJ_ACTUATOR, n) for n in ROBOT_JOINTS]),
         jnt_range=mjm.jnt_range[joints].copy(),
