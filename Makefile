@@ -18,7 +18,7 @@ $(BIN)/dexrl: pyproject.toml
 install: $(BIN)/dexrl
 
 run: install
-	$(BIN)/dexrl play --policy scripted --num-envs 16 --video out/scripted_grasp.mp4
+	$(BIN)/dexrl play --policy scripted --num-envs 4 --resolution 80x60 --video out/scripted_grasp.mp4
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -12,12 +12,15 @@ from dexrl.envs import ik
 
 # Phase boundaries (s since the episode started) and the palm-centre offsets (m) above the
 # object for each phase.
-APPROACH_END_S, DESCEND_END_S, CLOSE_END_S, LIFT_END_S = 1.2, 2.4, 3.2, 4.7
-ABOVE_M, GRASP_M = 0.15, 0.0
+APPROACH_END_S, DESCEND_END_S, CLOSE_END_S, LIFT_END_S = 1.2, 2.4, 3.6, 5.1
+ABOVE_M, GRASP_M = 0.15, -0.015
 LIFT_OFFSET = (0.0, 0.0, 0.03)
 # Hand postures, hand order index, middle, ring (j0..j3), thumb (j0..j3), radians.
+# Closing has two stages: the thumb swings in front of the palm (PRE_GRASP), then every
+# finger flexes toward CLOSED_HAND, far enough past contact that the fingers keep squeezing.
 OPEN_HAND = (0.0, 0.0, 0.0, 0.0) * 3 + (0.3, 0.0, 0.0, 0.0)
-CLOSED_HAND = (0.0, 0.9, 0.7, 0.5) * 3 + (1.5, 0.3, 0.6, 0.6)
+PRE_GRASP = (0.0, 0.3, 0.2, 0.1) * 3 + (1.5, 0.1, 0.1, 0.1)
+CLOSED_HAND = (0.0, 1.3, 1.1, 1.0) * 3 + (1.5, 1.0, 1.0, 1.0)
 
 
 class ScriptedGrasp:
@@ -27,6 +30,7 @@ class ScriptedGrasp:
         self.env = env
         dev = env.device
         self.open_hand = torch.tensor(OPEN_HAND, device=dev)
+        self.pre_grasp = torch.tensor(PRE_GRASP, device=dev)
         self.closed_hand = torch.tensor(CLOSED_HAND, device=dev)
         self.palm_down = ik.quat_from_euler_zyx(*(torch.tensor(v, device=dev) for v in ik.PALM_EULER_CENTER))
         self.lift_offset = torch.tensor(LIFT_OFFSET, device=dev)
@@ -52,7 +56,9 @@ class ScriptedGrasp:
         lifted = self.grasp_pos + lift_frac * (lift - self.grasp_pos)
         palm_target = torch.where(t >= CLOSE_END_S, lifted, palm_target)
         close_frac = ((t - DESCEND_END_S) / (CLOSE_END_S - DESCEND_END_S)).clamp(0, 1)
-        hand = self.open_hand + close_frac * (self.closed_hand - self.open_hand)  # (N, 16)
+        first, second = (2 * close_frac).clamp(max=1), (2 * close_frac - 1).clamp(min=0)
+        hand = self.open_hand + first * (self.pre_grasp - self.open_hand)  # (N, 16)
+        hand = hand + second * (self.closed_hand - self.pre_grasp)
         quat = self.palm_down.expand(e.n, 4)
         if e.cfg.action_space == "palm_synergy":
             return self._palm_synergy_action(palm_target, close_frac)

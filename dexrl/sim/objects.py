@@ -66,9 +66,10 @@ def _circle(n: int = 16) -> np.ndarray:
 
 
 def _shape_points(kind: str, rng: np.random.Generator) -> np.ndarray:
-    """Points of one shape with its largest extent in [MIN_SIZE_M, MAX_SIZE_M]."""
-    size = rng.uniform(MIN_SIZE_M, MAX_SIZE_M)  # largest full extent
-    aspect = rng.uniform(0.45, 1.0, size=2)  # the two other extents, relative
+    """Points of one shape whose extents all lie in [MIN_SIZE_M, MAX_SIZE_M]: the largest is
+    U(2 * MIN_SIZE_M, MAX_SIZE_M), the other two at least MIN_SIZE_M and 45% of it."""
+    size = rng.uniform(2 * MIN_SIZE_M, MAX_SIZE_M)  # largest full extent
+    aspect = rng.uniform(max(0.45, MIN_SIZE_M / size), 1.0, size=2)  # the two other extents, relative
     if kind == "box":
         half = 0.5 * size * np.array([1.0, *aspect])
         corners = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], float)

@@ -57,7 +57,7 @@ PALM_MASS = 0.4154
 # (it faces the table in the start pose).
 PALM_HALF = (0.055, 0.062, 0.02)
 PALM_CENTER = (-0.002, 0.0088, -0.02)
-PALM_SITE_POS = (0.055, 0.0088, 0.03)  # grasp centre: under the finger roots, in front of the face
+PALM_SITE_POS = (0.055, -0.008, 0.03)  # grasp centre: under the finger roots, in front of the face
 FINGER_ROOTS = {
     "index": (0.0514, -0.0363, -0.0113),
     "middle": (0.0537, 0.0088, -0.0113),
@@ -191,7 +191,7 @@ def build_robot_xml() -> str:
   <default>
     <joint damping="0" frictionloss="0"/>
     <default class="robot"><geom contype="1" conaffinity="0" condim="3" friction="1 0.005 0.0001" group="1"/></default>
-    <default class="pad"><geom contype="1" conaffinity="0" condim="3" friction="1 0.005 0.0001" group="1" rgba="0.9 0.9 0.9 1"/></default>
+    <default class="pad"><geom contype="1" conaffinity="0" condim="4" friction="1 0.005 0.0001" group="1" rgba="0.9 0.9 0.9 1"/></default>
     <default class="visual"><geom contype="0" conaffinity="0" group="1" mass="0"/></default>
   </default>
   <worldbody>

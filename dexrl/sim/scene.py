@@ -76,7 +76,7 @@ def _add_object_body(spec: mujoco.MjSpec, asset: obj.ObjectAsset) -> None:
     body.add_freejoint(name="object_joint")
     body.add_geom(
         name="object", type=mujoco.mjtGeom.mjGEOM_MESH, meshname=asset.name, density=obj.DENSITY,
-        contype=ENV_CONTYPE, conaffinity=OBJECT_CONAFFINITY, condim=3, rgba=list(asset.rgba), group=0,
+        contype=ENV_CONTYPE, conaffinity=OBJECT_CONAFFINITY, condim=4, rgba=list(asset.rgba), group=0,
     )
 
 
@@ -120,7 +120,8 @@ def build_spec(cfg: EnvConfig, assets: list[obj.ObjectAsset]) -> mujoco.MjSpec:
     check_spec_contract(spec)
     spec.option.timestep = cfg.sim_dt
     spec.option.integrator = mujoco.mjtIntegrator.mjINT_IMPLICITFAST
-    spec.option.cone = mujoco.mjtCone.mjCONE_PYRAMIDAL
+    spec.option.cone = mujoco.mjtCone.mjCONE_ELLIPTIC
+    spec.option.impratio = 10.0
     spec.option.iterations = cfg.solver_iterations
     spec.option.ls_iterations = cfg.ls_iterations
     spec.compiler.degree = False
