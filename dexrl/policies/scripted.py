@@ -13,7 +13,7 @@ from dexrl.envs import ik
 # Phase boundaries (s since the episode started) and the palm-centre offsets (m) above the
 # object for each phase.
 APPROACH_END_S, DESCEND_END_S, CLOSE_END_S, LIFT_END_S = 1.2, 2.4, 3.6, 5.1
-ABOVE_M, GRASP_M = 0.15, -0.015
+ABOVE_M, GRASP_M = 0.15, -0.045  # below the centre: the palm presses the object onto the table
 LIFT_OFFSET = (0.0, 0.0, 0.03)
 # Hand postures, hand order index, middle, ring (j0..j3), thumb (j0..j3), radians.
 # Closing has two stages: the thumb swings in front of the palm (PRE_GRASP), then every

@@ -57,7 +57,7 @@ PALM_MASS = 0.4154
 # (it faces the table in the start pose).
 PALM_HALF = (0.055, 0.062, 0.02)
 PALM_CENTER = (-0.002, 0.0088, -0.02)
-PALM_SITE_POS = (0.055, -0.008, 0.03)  # grasp centre: under the finger roots, in front of the face
+PALM_SITE_POS = (0.07, -0.03, 0.03)  # grasp centre: under the index-middle roots, in front of the face
 FINGER_ROOTS = {
     "index": (0.0514, -0.0363, -0.0113),
     "middle": (0.0537, 0.0088, -0.0113),
