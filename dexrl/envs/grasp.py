@@ -248,7 +248,7 @@ class GraspEnv:
         # CUDA the masked reset runs every step rather than synchronizing the stream.
         if self.device.type != "cpu" or bool(done.any()):
             self._reset_where(done)
-        p.kinematics()
+            p.kinematics()  # the reset worlds' new poses (p.step left the others current)
         self._render()
         obs = self.obs_builder.build()
         return StepResult(obs, reward, terminated, truncated, info)
