@@ -18,7 +18,7 @@ $(BIN)/dexrl: pyproject.toml
 install: $(BIN)/dexrl
 
 run: install
-	$(BIN)/dexrl play --policy scripted --num-envs 4 --resolution 80x60 --video out/scripted_grasp.mp4
+	$(BIN)/dexrl train --run-dir runs/quickstart
 
 test: install
 	$(BIN)/python -m pytest -q

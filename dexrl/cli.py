@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 from dexrl.config.env import CameraConfig, EnvConfig, parse_resolution
 from dexrl.sim.objects import ObjectSetConfig
@@ -50,11 +51,51 @@ def cmd_play(a) -> None:
     print(f"wrote {out}")
 
 
+def cmd_train(a) -> None:
+    from dexrl.config.train import TrainConfig, apply_overrides, from_dict, preset
+    from dexrl.runtime.checkpoint import load_checkpoint
+    from dexrl.runtime.logger import default_run_dir
+    from dexrl.runtime.single import Trainer
+
+    payload = None
+    if a.resume:
+        payload, path = load_checkpoint(a.resume)
+        cfg = from_dict(TrainConfig, payload["config"])
+        run_dir = Path(a.run_dir or path.parent.parent)
+    else:
+        cfg = preset(a.preset)
+    overrides = list(a.set)
+    for flag, key in (("num_envs", "env.num_envs"), ("max_iterations", "max_iterations"), ("device", "env.device")):
+        if getattr(a, flag) is not None:
+            overrides.append(f"{key}={getattr(a, flag)}")
+    if a.seed is not None:
+        overrides += [f"seed={a.seed}", f"env.seed={a.seed}"]
+    cfg = apply_overrides(cfg, overrides)
+    if payload is None:
+        run_dir = Path(a.run_dir) if a.run_dir else default_run_dir(cfg)
+    trainer = Trainer.build(cfg)
+    if payload is not None:
+        trainer.load_state_dict(payload)
+        print(f"resuming {run_dir} at iteration {trainer.iteration}")
+    trainer.train(run_dir)
+    print(f"run directory: {run_dir}")
+
+
 def cmd_eval(a) -> None:
     from dexrl.evaluate import evaluate
 
-    result = evaluate(env_config(a, depth=False), a.policy, a.episodes)
-    _print_table(f"eval: {a.policy} policy", result)
+    payload = None
+    if a.checkpoint:
+        from dexrl.config.train import TrainConfig, from_dict
+        from dexrl.runtime.checkpoint import load_checkpoint
+
+        payload, _ = load_checkpoint(a.checkpoint)
+        trained = from_dict(TrainConfig, payload["config"]).env
+        cfg = replace(trained, num_envs=a.num_envs, device=a.device, seed=a.seed)
+    else:
+        cfg = env_config(a, depth=False)
+    result = evaluate(cfg, None if payload else a.policy, a.episodes, payload, a.video)
+    _print_table(f"eval: {result['policy']} policy", result)
     if a.json:
         print(json.dumps(result))
 
@@ -64,6 +105,18 @@ def cmd_bench(a) -> None:
 
     result = bench_env(env_config(a), a.steps)
     _print_table("bench env", result)
+    if a.json:
+        print(json.dumps(result))
+
+
+def cmd_bench_learner(a) -> None:
+    from dexrl.bench.learner import bench_learner, format_table
+    from dexrl.config.train import preset
+
+    w, h = parse_resolution(a.resolution)
+    cfg = preset(a.preset)
+    result = bench_learner(w, h, a.num_envs, cfg.model, cfg.ppo, device=a.device, iterations=a.iterations)
+    print(format_table(result))
     if a.json:
         print(json.dumps(result))
 
@@ -88,10 +141,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, help="length (default: one episode)")
     p.set_defaults(fn=cmd_play)
 
+    p = sub.add_parser("train", help="train a policy with PPO (single process)")
+    p.add_argument("--preset", default="quickstart", help="quickstart | teacher-depth | teacher-state (default %(default)s)")
+    p.add_argument("--run-dir", help="where config, metrics, TensorBoard events and checkpoints go (default runs/PRESET-TIME)")
+    p.add_argument("--resume", help="a checkpoint file or run directory to continue exactly where it stopped")
+    p.add_argument("--max-iterations", type=int)
+    p.add_argument("--num-envs", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="cpu or cuda[:index]")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any option, e.g. --set ppo.lr=3e-4 --set env.camera.width=80 (repeatable)")
+    p.set_defaults(fn=cmd_train)
+
     p = sub.add_parser("eval", help="success rate and return over finished episodes")
     _env_args(p, 16, "80x60")
-    p.add_argument("--policy", default="scripted")
+    p.add_argument("--policy", default="scripted", help="scripted, or use --checkpoint")
+    p.add_argument("--checkpoint", help="a trained checkpoint (file or run directory): deterministic actions")
     p.add_argument("--episodes", type=int, default=16)
+    p.add_argument("--video", help="also write a video (.mp4/.gif) of world 0's first episode")
     p.add_argument("--json", action="store_true", help="print one JSON line last")
     p.set_defaults(fn=cmd_eval)
 
@@ -102,6 +169,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--steps", type=int, default=20)
     b.add_argument("--json", action="store_true")
     b.set_defaults(fn=cmd_bench)
+    b = bsub.add_parser("learner", help="PPO update rate and peak learner memory for a preset's network (no simulator)")
+    b.add_argument("--resolution", default="160x120")
+    b.add_argument("--num-envs", type=int, default=64)
+    b.add_argument("--preset", default="teacher-depth", help="network and PPO settings (default %(default)s)")
+    b.add_argument("--device", default="cpu")
+    b.add_argument("--iterations", type=int, default=2)
+    b.add_argument("--json", action="store_true")
+    b.set_defaults(fn=cmd_bench_learner)
 
     p = sub.add_parser("scene", help="write the compiled scene as MJCF that plain MuJoCo loads")
     _env_args(p, 1, "160x120")

@@ -54,17 +54,22 @@ def play(cfg: EnvConfig, policy: str, video: str, seconds: float | None = None, 
     out = Path(video)
     if out.suffix.lower() not in (".mp4", ".gif"):
         raise ValueError(f"--video must end in .mp4 or .gif, got {video!r}")
-    out.parent.mkdir(parents=True, exist_ok=True)
     env = GraspEnv(cfg, third_person=True)
     pol = make_policy(policy, env)
     env.reset()
     steps = int(round((seconds or cfg.episode_s) / cfg.ctrl_dt)) - 1
     frames = [frame(env)]
     for i in tqdm(range(steps), desc="play", unit="step"):
-        env.step(pol.act())
+        env.step(pol.act(None))
         if (i + 1) % every == 0:
             frames.append(frame(env))
-    fps = 1.0 / (cfg.ctrl_dt * every)
+    return write_video(out, frames, 1.0 / (cfg.ctrl_dt * every))
+
+
+def write_video(out: Path, frames: list, fps: float) -> Path:
+    if out.suffix.lower() not in (".mp4", ".gif"):
+        raise ValueError(f"video path must end in .mp4 or .gif, got {str(out)!r}")
+    out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".gif":
         imageio.mimsave(out, frames, duration=1.0 / fps, loop=0)
     else:

@@ -253,6 +253,45 @@ class GraspEnv:
         obs = self.obs_builder.build()
         return StepResult(obs, reward, terminated, truncated, info)
 
+    # ---- checkpointing ------------------------------------------------------------------
+    _STATE = ("targets", "prev_action", "episode_step", "episode_return", "success_steps", "disturb_force",
+              "nonfinite_resets", "palm_pos_prev", "tip_pos_prev")
+    _PHYSICS = ("qpos", "qvel", "ctrl", "qacc_warmstart", "xfrc_applied")
+
+    def state_dict(self) -> dict:
+        """Everything the next step depends on, so a resumed run continues bit for bit."""
+        p, o = self.physics, self.obs_builder
+        return {
+            "physics": {k: getattr(p, k).clone() for k in self._PHYSICS},
+            "fields": {k: v.clone() for k, v in p.fields.items()},
+            "env": {k: getattr(self, k).clone() for k in self._STATE},
+            "object_id": self.randomizer.object_id.clone(),
+            "noise_width": {k: v.clone() for k, v in o.width.items()},
+            "noise_bias": {k: v.clone() for k, v in o.bias.items()},
+            "gen": self.gen.get_state(),
+            "rig_gen": self.rig._gen.get_state() if self.rig is not None else None,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        p, o = self.physics, self.obs_builder
+        if state["physics"]["qpos"].shape != p.qpos.shape:
+            raise ValueError(f"checkpoint holds {state['physics']['qpos'].shape[0]} worlds of this scene's "
+                             f"layout {tuple(state['physics']['qpos'].shape)}, the env has {tuple(p.qpos.shape)}")
+        for k in self._PHYSICS:
+            getattr(p, k).copy_(state["physics"][k])
+        for k, v in state["fields"].items():
+            p.fields[k].copy_(v)
+        for k in self._STATE:
+            setattr(self, k, state["env"][k].to(self.device).clone())
+        self.randomizer.object_id = state["object_id"].to(self.device).clone()
+        o.width = {k: v.to(self.device).clone() for k, v in state["noise_width"].items()}
+        o.bias = {k: v.to(self.device).clone() for k, v in state["noise_bias"].items()}
+        self.gen.set_state(state["gen"])
+        if self.rig is not None and state["rig_gen"] is not None:
+            self.rig._gen.set_state(state["rig_gen"])
+        p.kinematics()
+        self._render()
+
     def _render(self) -> None:
         if self.rig is not None:
             self.rig.render()

@@ -1,0 +1,48 @@
+"""Checkpoints: atomic writes, clear errors for anything that is not one of ours."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+FORMAT = "dexrl-checkpoint-v1"
+
+
+class CheckpointError(ValueError):
+    """A path that is not a readable dexrl checkpoint."""
+
+
+def save_checkpoint(path: Path, payload: dict) -> Path:
+    """Write ``payload`` to ``path`` atomically: a crash mid-write leaves the old file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save({"format": FORMAT, **payload}, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def latest_checkpoint(run_dir: Path) -> Path:
+    ckpts = sorted(Path(run_dir, "checkpoints").glob("iter_*.pt"))
+    if not ckpts:
+        raise CheckpointError(f"no checkpoint in {run_dir}/checkpoints; pass a .pt file or a run directory that has one")
+    return ckpts[-1]
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[dict, Path]:
+    """A checkpoint file, or a run directory (its latest checkpoint). Returns (payload, file)."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        path = latest_checkpoint(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as exc:  # truncated file, not a torch file, ...
+        raise CheckpointError(f"checkpoint {str(path)!r} cannot be read ({type(exc).__name__}); "
+                              "it may be truncated or not a dexrl checkpoint") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{str(path)!r} is not a {FORMAT} file")
+    return payload, path

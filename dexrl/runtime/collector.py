@@ -1,0 +1,105 @@
+"""Collector: the environment plus policy inference, filling a rollout (T, N, ...)."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from dexrl.envs.grasp import GraspEnv
+from dexrl.models import ActorCritic, ObsSpec
+from dexrl.rl import RolloutStorage
+
+
+class PhaseTimer:
+    """Wall seconds per named phase; synchronizes CUDA at phase ends so times are real."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.seconds: dict[str, float] = {}
+
+    def __call__(self, name: str, start: float) -> float:
+        if self.cuda:
+            torch.cuda.synchronize()
+        now = time.perf_counter()
+        self.seconds[name] = self.seconds.get(name, 0.0) + now - start
+        return now
+
+
+class EpisodeStats:
+    """Running sums over one rollout: reward terms, success, and finished episodes."""
+
+    def __init__(self):
+        self.sums: dict[str, torch.Tensor] = {}
+        self.steps = 0
+        self.returns: list[torch.Tensor] = []
+        self.lengths: list[torch.Tensor] = []
+        self.episode_success: list[torch.Tensor] = []
+
+    def add(self, info: dict, reward: torch.Tensor) -> None:
+        for name, term in info["reward_terms"].items():
+            self.sums[f"reward/{name}"] = self.sums.get(f"reward/{name}", 0.0) + term.mean()
+        self.sums["reward/total"] = self.sums.get("reward/total", 0.0) + reward.mean()
+        self.sums["success_rate"] = self.sums.get("success_rate", 0.0) + info["success"].float().mean()
+        done = info["done"]
+        self.returns.append(info["episode_return"][done])
+        self.lengths.append(info["episode_length"][done])
+        self.episode_success.append(info["episode_success"][done])
+        self.steps += 1
+
+    def summary(self, ctrl_dt: float) -> dict[str, float]:
+        out = {k: float(v) / self.steps for k, v in self.sums.items()}
+        returns = torch.cat(self.returns)
+        out["episodes"] = int(returns.numel())
+        if returns.numel():
+            out["episode/return"] = float(returns.mean())
+            out["episode/length_s"] = float(torch.cat(self.lengths).float().mean()) * ctrl_dt
+            out["episode/success"] = float(torch.cat(self.episode_success).float().mean())
+        return out
+
+
+class Collector:
+    """Steps ``env`` with ``model`` for T steps per call and records them in the storage.
+
+    It keeps what crosses iterations: the current observation, the recurrent state and the
+    reset flags (True where the observation starts an episode)."""
+
+    def __init__(self, env: GraspEnv, model: ActorCritic, spec: ObsSpec, device: torch.device):
+        self.env, self.model, self.spec, self.device = env, model, spec, device
+        self.keys = tuple(spec.vector_dims) + ((spec.image_key,) if spec.image_key else ())
+        self.obs = self._select(env.reset())
+        self.state = model.initial_state(env.n, device)
+        self.reset = torch.ones(env.n, dtype=torch.bool, device=device)
+
+    def _select(self, obs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: obs[k].to(self.device, non_blocking=True) for k in self.keys}
+
+    def collect(self, storage: RolloutStorage, timer: PhaseTimer) -> dict[str, float]:
+        env, model = self.env, self.model
+        stats = EpisodeStats()
+        model.eval()
+        for t in range(storage.cfg.num_steps):
+            start = time.perf_counter()
+            out = model.act(self.obs, self.state, self.reset)
+            start = timer("inference", start)
+            res = env.step(out.action.to(env.device))
+            start = timer("env", start)
+            # Time-outs bootstrap from V(final state), computed from its critic observation.
+            final = {k: res.info["final_critic"].to(self.device) for k in self.spec.value_vectors}
+            truncated_values = torch.where(res.truncated.to(self.device), model.value(final, out.state), out.value)
+            storage.insert(t, self.obs, self.reset, self.state, out, res.reward.to(self.device),
+                           res.terminated.to(self.device), res.truncated.to(self.device), truncated_values)
+            stats.add(res.info, res.reward)
+            self.obs, self.state = self._select(res.obs), out.state
+            self.reset = (res.terminated | res.truncated).to(self.device)
+            timer("storage", start)
+        storage.set_last_values(model.value(self.obs, self.state, self.reset))
+        return stats.summary(env.cfg.ctrl_dt)
+
+    def state_dict(self) -> dict:
+        return {"obs": self.obs, "state": self.state, "reset": self.reset}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.obs = {k: v.to(self.device) for k, v in state["obs"].items()}
+        self.state = {k: v.to(self.device) for k, v in state["state"].items()}
+        self.reset = state["reset"].to(self.device)

@@ -1,0 +1,65 @@
+"""`dexrl bench learner` on a tiny network: keys, positive rates, storage bytes, a real update."""
+
+import copy
+import json
+
+import torch
+
+import dexrl.bench.learner as bench
+from dexrl.config.rl import ModelConfig, PPOConfig
+from dexrl.rl import bytes_per_env
+
+torch.set_num_threads(1)
+
+MODEL = ModelConfig(lstm_hidden=32, mlp=(32, 32), critic_mlp=(32, 32), encoder_channels=(4, 8, 8, 8))
+PPO_CFG = PPOConfig(num_steps=4, seq_length=4, num_minibatches=2, num_epochs=1)
+KEYS = {
+    "device", "num_envs", "resolution", "num_steps", "num_epochs", "num_minibatches", "params",
+    "update_s", "update_samples_per_s", "inference_s", "inference_steps_per_s",
+    "storage_bytes", "storage_bytes_per_env", "peak_mem_bytes",
+}
+
+
+def test_learner_spec_matches_the_grasp_env_sizes():
+    spec = bench.learner_spec(160, 120)
+    assert spec.image_key == "depth" and spec.image_shape == (1, 120, 160)
+    assert spec.policy_vectors == {"proprio": 69} and spec.value_vectors == {"critic": 135}
+    assert spec.action_dim == 23
+
+
+def test_bench_learner_runs_a_real_update(monkeypatch):
+    built, build = {}, bench.build_actor_critic
+
+    def spy(*args, **kwargs):  # keep the model and its initial weights to compare afterwards
+        built["model"] = model = build(*args, **kwargs)
+        built["before"] = copy.deepcopy(model.state_dict())
+        return model
+
+    monkeypatch.setattr(bench, "build_actor_critic", spy)
+    result = bench.bench_learner(32, 24, 4, MODEL, PPO_CFG, iterations=1)
+
+    assert KEYS <= result.keys()
+    json.loads(json.dumps(result))  # the CLI prints it as the last line
+    assert result["update_samples_per_s"] > 0 and result["inference_steps_per_s"] > 0
+    assert result["update_s"] > 0 and result["inference_s"] > 0
+    # 4 envs x 4 steps / update_s, by definition
+    assert abs(result["update_samples_per_s"] * result["update_s"] - 16) < 1e-6
+    per_env = bytes_per_env(bench.learner_spec(32, 24), MODEL, PPO_CFG)
+    assert result["storage_bytes_per_env"] == per_env and result["storage_bytes"] == 4 * per_env
+    assert result["peak_mem_bytes"] is None  # CPU: no allocator peak to report
+    assert result["params"] == sum(p.numel() for p in built["model"].parameters())
+    after = built["model"].state_dict()
+    changed = [k for k in after if "weight" in k and not torch.equal(after[k], built["before"][k])]
+    assert changed, "no weight moved: ppo.update did not run"
+    assert "32x24" in bench.format_table(result)
+
+
+def test_largest_fitting_envs_is_a_multiple_of_num_minibatches():
+    per_env = bytes_per_env(bench.learner_spec(32, 24), MODEL, PPO_CFG)
+    # budget = fixed + 7.5 env's worth -> 7 fit, rounded down to a multiple of 2 -> 6
+    n = bench.largest_fitting_envs(32, 24, 1000 + int(7.5 * per_env), MODEL, PPO_CFG, fixed_bytes=1000)
+    assert n == 6
+    assert bench.largest_fitting_envs(32, 24, 500, MODEL, PPO_CFG, fixed_bytes=1000) == 0
+    # a workspace of one env's storage per env halves the count: 7.5 / 2 = 3.75 -> 3 -> 2
+    n = bench.largest_fitting_envs(32, 24, 1000 + int(7.5 * per_env), MODEL, PPO_CFG, 1000, per_env)
+    assert n == 2

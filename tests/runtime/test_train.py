@@ -1,0 +1,90 @@
+"""`dexrl train` (single process): run-directory files, exact resume, reward that rises."""
+
+import json
+
+import pytest
+import torch
+
+from dexrl.cli import main
+from dexrl.config.env import CameraConfig, EnvConfig
+from dexrl.config.rl import ModelConfig, PPOConfig
+from dexrl.config.train import TrainConfig, apply_overrides, dumps, loads, preset
+from dexrl.runtime.checkpoint import CheckpointError, load_checkpoint
+from dexrl.runtime.single import Trainer
+
+
+def tiny(max_iterations: int, **env) -> TrainConfig:
+    return TrainConfig(
+        preset="tiny",
+        env=EnvConfig(num_envs=4, camera=CameraConfig(width=16, height=12), **env),
+        model=ModelConfig(lstm_hidden=16, lstm_layers=1, mlp=(16, 16), critic_mlp=(16, 16), encoder_channels=(4, 4, 4, 4)),
+        ppo=PPOConfig(num_steps=4, seq_length=4, num_minibatches=2, num_epochs=2, lr=1e-3),
+        max_iterations=max_iterations, checkpoint_every=2,
+    )
+
+
+def params(trainer: Trainer) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in trainer.model.state_dict().items()}
+
+
+def test_resume_is_bitwise_identical(tmp_path):
+    straight = Trainer.build(tiny(4))
+    straight.train(tmp_path / "a", progress=False)
+
+    first = Trainer.build(tiny(2))
+    first.train(tmp_path / "b", progress=False)
+    payload, _ = load_checkpoint(tmp_path / "b")
+    resumed = Trainer.build(tiny(4))
+    resumed.load_state_dict(payload)
+    assert resumed.iteration == 2
+    resumed.train(tmp_path / "b", progress=False)
+
+    a, b = params(straight), params(resumed)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    rows = [json.loads(ln) for ln in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in rows] == [0, 1, 2, 3]
+
+
+def test_config_round_trip_and_overrides():
+    cfg = preset("teacher-depth")
+    assert loads(dumps(cfg)) == cfg
+    changed = apply_overrides(cfg, ["ppo.lr=0.0003", "env.camera.width=80", "model.mlp=[64, 32]"])
+    assert changed.ppo.lr == 3e-4 and changed.env.camera.width == 80 and changed.model.mlp == (64, 32)
+    with pytest.raises(ValueError, match="unknown option 'ppo.lrr'"):
+        apply_overrides(cfg, ["ppo.lrr=1"])
+    with pytest.raises(ValueError, match="num_minibatches"):
+        apply_overrides(cfg, ["env.num_envs=10"])  # 10 worlds do not split into 4 minibatches
+
+
+def test_bad_checkpoint_is_a_clear_error(tmp_path, capsys):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        load_checkpoint(bad)
+    assert main(["eval", "--checkpoint", str(bad)]) == 2
+    assert "cannot be read" in capsys.readouterr().err
+
+
+def test_quickstart_run_writes_run_dir_and_reward_rises(tmp_path, capsys):
+    run = tmp_path / "run"
+    code = main(["train", "--preset", "quickstart", "--run-dir", str(run), "--max-iterations", "8", "--num-envs", "16"])
+    assert code == 0
+    for name in ("config.json", "metrics.jsonl", "learning_curves.png"):
+        assert (run / name).is_file(), name
+    assert list((run / "tb").glob("events.out.tfevents.*"))
+    assert (run / "checkpoints" / "iter_000008.pt").is_file()
+    config = json.loads((run / "config.json").read_text())
+    assert config["git"] and config["config"]["preset"] == "quickstart"
+    rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 8 and {"env_steps_per_s", "reward/hand_to_object", "loss/policy", "time/env_s"} <= rows[0].keys()
+    first = sum(r["reward/hand_to_object"] for r in rows[:2]) / 2
+    last = sum(r["reward/hand_to_object"] for r in rows[-2:]) / 2
+    assert last > first, (first, last)
+
+    # The trained checkpoint evaluates deterministically and prints a JSON line last.
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(run), "--num-envs", "2", "--episodes", "2", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["episodes"] == 2 and result["policy"] == "checkpoint"
