@@ -51,34 +51,74 @@ def cmd_play(a) -> None:
     print(f"wrote {out}")
 
 
-def cmd_train(a) -> None:
+def _train_config(a):
+    """The resolved config and the checkpoint payload to resume from (or None)."""
     from dexrl.config.train import TrainConfig, apply_overrides, from_dict, preset
     from dexrl.runtime.checkpoint import load_checkpoint
-    from dexrl.runtime.logger import default_run_dir
-    from dexrl.runtime.single import Trainer
 
-    payload = None
-    if a.resume:
-        payload, path = load_checkpoint(a.resume)
-        cfg = from_dict(TrainConfig, payload["config"])
-        run_dir = Path(a.run_dir or path.parent.parent)
-    else:
-        cfg = preset(a.preset)
+    payload, path = (load_checkpoint(a.resume) if a.resume else (None, None))
+    cfg = from_dict(TrainConfig, payload["config"]) if payload else preset(a.preset)
     overrides = list(a.set)
-    for flag, key in (("num_envs", "env.num_envs"), ("max_iterations", "max_iterations"), ("device", "env.device")):
+    flags = (("num_envs", "env.num_envs"), ("max_iterations", "max_iterations"), ("device", "env.device"),
+             ("runtime", "runtime"), ("sim_ranks", "sim_ranks"), ("ranks", "ranks"), ("backend", "backend"),
+             ("fault_timeout", "fault_timeout_s"))
+    for flag, key in flags:
         if getattr(a, flag) is not None:
             overrides.append(f"{key}={getattr(a, flag)}")
     if a.seed is not None:
         overrides += [f"seed={a.seed}", f"env.seed={a.seed}"]
-    cfg = apply_overrides(cfg, overrides)
-    if payload is None:
-        run_dir = Path(a.run_dir) if a.run_dir else default_run_dir(cfg)
+    return apply_overrides(cfg, overrides), payload, path
+
+
+def _run_dir(a, cfg, checkpoint_path) -> Path:
+    import os
+
+    from dexrl.runtime.logger import default_run_dir
+
+    if a.run_dir:
+        return Path(a.run_dir)
+    if checkpoint_path is not None:
+        return checkpoint_path.parent.parent
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID")
+    return Path("runs") / f"{cfg.preset}-{run_id}" if run_id else default_run_dir(cfg)
+
+
+def _without_option(argv: list[str], name: str) -> list[str]:
+    out, skip = [], False
+    for x in argv:
+        if skip:
+            skip = False
+        elif x == name:
+            skip = True
+        elif not x.startswith(name + "="):
+            out.append(x)
+    return out
+
+
+def cmd_train(a) -> int:
+    from dexrl.runtime import comm
+
+    cfg, payload, path = _train_config(a)
+    run_dir = _run_dir(a, cfg, path)
+    if cfg.runtime != "single":
+        from dexrl.runtime import launch
+
+        if comm.launched():
+            return launch.run_rank(cfg, run_dir, a.resume)
+        argv = _without_option(a.argv, "--run-dir") + ["--run-dir", str(run_dir)]
+        code = launch.start(argv, cfg, run_dir, a.rdzv_endpoint)
+        if code == 0:
+            print(f"run directory: {run_dir}")
+        return code
+    from dexrl.runtime.single import Trainer
+
     trainer = Trainer.build(cfg)
     if payload is not None:
         trainer.load_state_dict(payload)
         print(f"resuming {run_dir} at iteration {trainer.iteration}")
     trainer.train(run_dir)
     print(f"run directory: {run_dir}")
+    return 0
 
 
 def cmd_eval(a) -> None:
@@ -105,6 +145,30 @@ def cmd_bench(a) -> None:
 
     result = bench_env(env_config(a), a.steps)
     _print_table("bench env", result)
+    if a.json:
+        print(json.dumps(result))
+
+
+def cmd_bench_throughput(a) -> None:
+    from dexrl.bench.throughput import bench_throughput
+
+    parse_resolution(a.resolution)
+    procs = a.sim_ranks if a.runtime == "disagg" else a.ranks if a.runtime == "dp" else 1
+    result = bench_throughput(a.runtime, a.num_envs, a.resolution, a.iterations, a.preset, procs, a.device)
+    _print_table(f"bench throughput: {a.runtime}", result)
+    if a.json:
+        print(json.dumps(result))
+
+
+def cmd_bench_capacity(a) -> None:
+    from dexrl.bench.capacity import run_capacity
+
+    a.resolution = a.resolution or ["160x120", "320x240"]
+    for r in a.resolution:
+        parse_resolution(r)
+    table, result = run_capacity(a.resolution, a.gpus, a.gpu_mem_gib, device=a.device, preset=a.preset,
+                                 sim_overhead_gib=a.sim_overhead_gib, minibatch_envs=a.minibatch_envs)
+    print(table)
     if a.json:
         print(json.dumps(result))
 
@@ -149,6 +213,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-envs", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="cpu or cuda[:index]")
+    p.add_argument("--runtime", choices=("single", "dp", "disagg"),
+                   help="single process (default), data-parallel ranks, or disaggregated sim ranks + 1 learner")
+    p.add_argument("--sim-ranks", type=int, help="disagg: simulator processes (plus one learner)")
+    p.add_argument("--ranks", type=int, help="dp: processes, each simulating num_envs / ranks worlds")
+    p.add_argument("--backend", choices=("auto", "nccl", "gloo"), help="torch.distributed backend (default auto)")
+    p.add_argument("--fault-timeout", type=float, help="seconds before a silent rank stops the run (default 60)")
+    p.add_argument("--rdzv-endpoint", help="HOST:PORT for the ranks' rendezvous (default: a free loopback port)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any option, e.g. --set ppo.lr=3e-4 --set env.camera.width=80 (repeatable)")
     p.set_defaults(fn=cmd_train)
@@ -169,6 +240,27 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--steps", type=int, default=20)
     b.add_argument("--json", action="store_true")
     b.set_defaults(fn=cmd_bench)
+    b = bsub.add_parser("throughput", help="env-steps/s, per-phase seconds and bytes per step of a short training run")
+    b.add_argument("--runtime", choices=("single", "dp", "disagg"), default="single")
+    b.add_argument("--sim-ranks", type=int, default=2)
+    b.add_argument("--ranks", type=int, default=2)
+    b.add_argument("--num-envs", type=int, default=32)
+    b.add_argument("--resolution", default="80x60")
+    b.add_argument("--iterations", type=int, default=4, help="training iterations; the first is not measured")
+    b.add_argument("--preset", default="quickstart")
+    b.add_argument("--device", default="cpu")
+    b.add_argument("--json", action="store_true")
+    b.set_defaults(fn=cmd_bench_throughput)
+    b = bsub.add_parser("capacity", help="memory of each role and max worlds, data-parallel vs disaggregated (Table I)")
+    b.add_argument("--resolution", action="append", help="WxH; repeatable (default 160x120 and 320x240)")
+    b.add_argument("--gpus", type=int, default=4)
+    b.add_argument("--gpu-mem-gib", type=float, default=48.0)
+    b.add_argument("--sim-overhead-gib", type=float, default=1.0, help="per simulating GPU: assets, CUDA context")
+    b.add_argument("--minibatch-envs", type=int, help="fix the envs per PPO minibatch instead of N / num_minibatches")
+    b.add_argument("--preset", default="teacher-depth")
+    b.add_argument("--device", default="cpu")
+    b.add_argument("--json", action="store_true")
+    b.set_defaults(fn=cmd_bench_capacity)
     b = bsub.add_parser("learner", help="PPO update rate and peak learner memory for a preset's network (no simulator)")
     b.add_argument("--resolution", default="160x120")
     b.add_argument("--num-envs", type=int, default=64)
@@ -186,14 +278,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
-        args.fn(args)
+        code = args.fn(args) or 0
     except (ValueError, RuntimeError, FileNotFoundError) as exc:
         # Errors a user can cause end with one line, not a stack trace.
         print(f"dexrl {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+        code = 2
+    if code and "RANK" in __import__("os").environ:
+        sys.exit(code)  # a launched rank reports failure through its exit code
+    return code
 
 
 if __name__ == "__main__":

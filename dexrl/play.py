@@ -36,7 +36,7 @@ def frame(env: GraspEnv, world: int = 0) -> np.ndarray:
     rig = env.rig
     tiles = [_fit(rig.rgb("third_person")[world].cpu(), VIDEO_HEIGHT)]
     if env.cfg.depth:
-        tiles.append(_fit(_depth_rgb(rig.depth()[world], env.cfg.camera.depth_min_m, env.cfg.camera.depth_max_m), VIDEO_HEIGHT))
+        tiles.append(_fit(_depth_rgb(rig.depth(env.step_draws())[world], env.cfg.camera.depth_min_m, env.cfg.camera.depth_max_m), VIDEO_HEIGHT))
     if env.cfg.stereo_rgb:
         stereo = rig.stereo_rgb()[world].cpu()
         tiles += [_fit(stereo[0], VIDEO_HEIGHT), _fit(stereo[1], VIDEO_HEIGHT)]

@@ -105,6 +105,10 @@ class EnvConfig:
     joint_delta_scale: float = 0.1
     device: str = "cpu"
     seed: int = 0
+    # Global id of this env's first world. Random draws are keyed by (seed, global world id,
+    # counters), so K envs of N/K worlds with offsets 0, N/K, 2N/K, ... reproduce one env of
+    # N worlds world for world (a sim rank holding world slice k sets k * N/K).
+    world_offset: int = 0
     depth: bool = True  # render the depth camera (policy / teacher)
     stereo_rgb: bool = False  # render the stereo RGB pair (student)
     camera: CameraConfig = field(default_factory=CameraConfig)
@@ -121,6 +125,8 @@ class EnvConfig:
     def __post_init__(self):
         if self.num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {self.num_envs}")
+        if self.world_offset < 0:
+            raise ValueError(f"world_offset must be >= 0 (the global id of this env's first world), got {self.world_offset}")
         if self.action_space not in ("joint_delta", "palm_synergy"):
             raise ValueError(f"action_space must be 'joint_delta' or 'palm_synergy', got {self.action_space!r}")
         if self.decimation < 1 or self.sim_dt <= 0:

@@ -11,6 +11,7 @@ from dexrl.config.env import CameraConfig, EnvConfig
 from dexrl.config.rl import ModelConfig, PPOConfig
 
 POLICY_INPUTS = ("depth", "state")
+RUNTIMES = ("single", "dp", "disagg")
 
 
 @dataclass
@@ -27,11 +28,28 @@ class TrainConfig:
     max_iterations: int = 100
     checkpoint_every: int = 25
     seed: int = 0
-    run_dir: str = ""
+    # Runtime wiring. env.num_envs is the total over all ranks: data-parallel ranks hold
+    # num_envs / ranks worlds each, disaggregated sim ranks num_envs / sim_ranks.
+    runtime: str = "single"
+    ranks: int = 1  # data-parallel processes
+    sim_ranks: int = 1  # disaggregated simulator processes (plus one learner)
+    learner_device: str = ""  # "" = env.device
+    backend: str = "auto"  # torch.distributed backend: auto (nccl if each rank has a GPU, else gloo), nccl, gloo
+    fault_timeout_s: float = 60.0  # a silent or dead peer stops the run within this time
 
     def __post_init__(self):
         if self.policy_input not in POLICY_INPUTS:
             raise ValueError(f"policy_input must be one of {POLICY_INPUTS}, got {self.policy_input!r}")
+        if self.runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {RUNTIMES}, got {self.runtime!r}")
+        if self.backend not in ("auto", "nccl", "gloo"):
+            raise ValueError(f"backend must be auto, nccl or gloo, got {self.backend!r}")
+        parts = {"dp": self.ranks, "disagg": self.sim_ranks}.get(self.runtime, 1)
+        if parts < 1 or self.env.num_envs % parts:
+            raise ValueError(f"env.num_envs ({self.env.num_envs}) must split evenly over {parts} "
+                             f"{'sim ranks' if self.runtime == 'disagg' else 'ranks'}")
+        if self.fault_timeout_s <= 0:
+            raise ValueError("fault_timeout_s must be > 0")
         if self.max_iterations < 1 or self.checkpoint_every < 1:
             raise ValueError("max_iterations and checkpoint_every must be >= 1")
         self.ppo.check_num_envs(self.env.num_envs)

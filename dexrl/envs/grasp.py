@@ -9,8 +9,9 @@ import torch
 from dexrl.config.env import EnvConfig
 from dexrl.envs import ik
 from dexrl.envs.observations import ObservationBuilder
-from dexrl.envs.randomization import Randomizer, uniform
+from dexrl.envs.randomization import Randomizer
 from dexrl.envs.rewards import RewardState, compute_rewards
+from dexrl.envs.rng import Draws, Stream, WorldRNG
 from dexrl.sim.cameras import CameraRig
 from dexrl.sim.physics import BatchedPhysics
 from dexrl.sim.robot import START_HAND, START_QPOS
@@ -42,6 +43,11 @@ class GraspEnv:
     ``step`` auto-resets finished worlds: the returned observation of such a world is the
     first of its new episode; ``info["final_critic"]`` holds the critic observation of the
     state it ended in (for bootstrapping truncated episodes).
+
+    Randomness is counter-based (``dexrl.envs.rng``): world i of this env is global world
+    ``cfg.world_offset + i``; reset draws are keyed by its episode counter, step draws by
+    (episode counter, step in episode). A world's trajectory therefore depends only on the
+    seed, its global id and its actions, not on the other worlds in the batch.
     """
 
     def __init__(self, cfg: EnvConfig, third_person: bool = False):
@@ -51,13 +57,12 @@ class GraspEnv:
                                       cfg.njmax_per_world)
         p = self.physics
         self.n, self.device = cfg.num_envs, p.device
-        self.gen = torch.Generator(device=self.device)
-        self.gen.manual_seed(cfg.seed)
+        world_ids = torch.arange(cfg.world_offset, cfg.world_offset + cfg.num_envs, device=self.device)  # (N,)
+        self.rng = WorldRNG(cfg.seed, world_ids)
         self.rig = None
         if cfg.depth or cfg.stereo_rgb or third_person:
             self.rig = CameraRig(p, cfg.camera, depth=cfg.depth, stereo_rgb=cfg.stereo_rgb, third_person=third_person)
-            self.rig.seed(cfg.seed + 1)
-        self.randomizer = Randomizer(p, self.gen)
+        self.randomizer = Randomizer(p)
         dev, s = self.device, self.scene
         self.qpos_adr = torch.as_tensor(s.qpos_adr, device=dev)
         self.dof_adr = torch.as_tensor(s.dof_adr, device=dev)
@@ -76,6 +81,7 @@ class GraspEnv:
         self.targets = self.q_start.repeat(n, 1)  # (N, 23) joint position targets
         self.prev_action = torch.zeros(n, self.action_dim, device=dev)
         self.episode_step = torch.zeros(n, dtype=torch.long, device=dev)
+        self.episode_count = torch.zeros(n, dtype=torch.long, device=dev)  # resets of each world so far
         self.episode_return = torch.zeros(n, device=dev)
         self.success_steps = torch.zeros(n, dtype=torch.long, device=dev)
         self.disturb_force = torch.zeros(n, 3, device=dev)
@@ -124,6 +130,10 @@ class GraspEnv:
     def tip_force(self) -> torch.Tensor:
         return self.physics.sensordata[:, :4]  # (N, 4) N, contact normal force per fingertip
 
+    def step_draws(self) -> Draws:
+        """Step-time draws, keyed by (episode counter, step in episode) of each world."""
+        return self.rng.at((self.episode_count, self.episode_step))
+
     @property
     def in_success_region(self) -> torch.Tensor:
         return (self.object_pos - self.goal).norm(dim=-1) < SUCCESS_RADIUS_M  # (N,) bool
@@ -143,14 +153,17 @@ class GraspEnv:
         return self.obs_builder.build()
 
     def _reset_where(self, mask: torch.Tensor, object_ids: torch.Tensor | None = None) -> None:
-        r, p, rnd, gen, dev, n = self.cfg.randomization, self.physics, self.randomizer, self.gen, self.device, self.n
+        r, p, rnd, dev = self.cfg.randomization, self.physics, self.randomizer, self.device
+        self.episode_count = torch.where(mask, self.episode_count + 1, self.episode_count)
+        draws = self.rng.at(self.episode_count)  # every reset draw is keyed by the new episode's number
         p.reset_where(mask)
-        rnd.assign_objects(mask, object_ids)
-        rnd.apply(mask, r)
-        rnd.jitter_cameras(mask, self.cfg.camera)
-        q = (self.q_start + uniform(-1, 1, (n, 23), gen, dev) * r.reset_joint_pos_noise).clamp(self.q_low, self.q_high)
-        qd = uniform(-1, 1, (n, 23), gen, dev) * r.reset_joint_vel_noise
-        pos, quat = rnd.spawn_pose(r)
+        rnd.assign_objects(mask, draws, object_ids)
+        rnd.apply(mask, r, draws)
+        rnd.jitter_cameras(mask, self.cfg.camera, draws)
+        q = self.q_start + draws.uniform(Stream.RESET_JOINT_POS, (23,), -1.0, 1.0) * r.reset_joint_pos_noise
+        q = q.clamp(self.q_low, self.q_high)  # (N, 23) rad
+        qd = draws.uniform(Stream.RESET_JOINT_VEL, (23,), -1.0, 1.0) * r.reset_joint_vel_noise  # (N, 23) rad/s
+        pos, quat = rnd.spawn_pose(r, draws)
         m = mask[:, None]
         p.qpos[:, self.qpos_adr] = torch.where(m, q, p.qpos[:, self.qpos_adr])
         p.qvel[:, self.dof_adr] = torch.where(m, qd, p.qvel[:, self.dof_adr])  # object's stays 0
@@ -164,7 +177,7 @@ class GraspEnv:
         self.episode_return = torch.where(mask, zero, self.episode_return)
         self.success_steps = torch.where(mask, 0, self.success_steps)
         self.disturb_force = torch.where(m, zero, self.disturb_force)
-        self.obs_builder.resample_noise(mask)
+        self.obs_builder.resample_noise(mask, draws)
 
     # ---- step -----------------------------------------------------------------------------
     def _check_action(self, action: torch.Tensor) -> torch.Tensor:
@@ -204,9 +217,10 @@ class GraspEnv:
             return
         every = max(int(round(1.0 / self.cfg.ctrl_dt)), 1)
         resample = (self.episode_step % every == 0)[:, None]
-        direction = torch.randn((self.n, 3), generator=self.gen, device=self.device)
+        draws = self.step_draws()
+        direction = draws.normal(Stream.STEP_DISTURB_DIR, (3,))  # (N, 3)
         direction = direction / direction.norm(dim=-1, keepdim=True).clamp_min(1e-9)
-        mag = uniform(0.0, a, (self.n, 1), self.gen, self.device) * p.fields["body_mass"][:, b, None]
+        mag = draws.uniform(Stream.STEP_DISTURB_MAG, (1,), 0.0, a) * p.fields["body_mass"][:, b, None]  # (N, 1) N
         self.disturb_force = torch.where(resample, direction * mag, self.disturb_force)
         near = ((self.palm_pos - self.object_pos).norm(dim=-1) < DISTURB_RADIUS_M)[:, None]
         p.xfrc_applied[:, b, :3] = torch.where(near, self.disturb_force, torch.zeros_like(self.disturb_force))
@@ -245,7 +259,8 @@ class GraspEnv:
         }
         self.nonfinite_resets += nonfinite.sum()
         # On CPU a host check is free and skips the masked reset when no world finished; on
-        # CUDA the masked reset runs every step rather than synchronizing the stream.
+        # CUDA the masked reset runs every step rather than synchronizing the stream. Either
+        # way the draws are the same: they are keyed by counters, not by how often we draw.
         if self.device.type != "cpu" or bool(done.any()):
             self._reset_where(done)
             p.kinematics()  # the reset worlds' new poses (p.step left the others current)
@@ -254,12 +269,13 @@ class GraspEnv:
         return StepResult(obs, reward, terminated, truncated, info)
 
     # ---- checkpointing ------------------------------------------------------------------
-    _STATE = ("targets", "prev_action", "episode_step", "episode_return", "success_steps", "disturb_force",
-              "nonfinite_resets", "palm_pos_prev", "tip_pos_prev")
+    _STATE = ("targets", "prev_action", "episode_step", "episode_count", "episode_return", "success_steps",
+              "disturb_force", "nonfinite_resets", "palm_pos_prev", "tip_pos_prev")
     _PHYSICS = ("qpos", "qvel", "ctrl", "qacc_warmstart", "xfrc_applied")
 
     def state_dict(self) -> dict:
-        """Everything the next step depends on, so a resumed run continues bit for bit."""
+        """Everything the next step depends on, so a resumed run continues bit for bit (the
+        random draws are functions of the counters in ``env``; there is no generator state)."""
         p, o = self.physics, self.obs_builder
         return {
             "physics": {k: getattr(p, k).clone() for k in self._PHYSICS},
@@ -268,8 +284,6 @@ class GraspEnv:
             "object_id": self.randomizer.object_id.clone(),
             "noise_width": {k: v.clone() for k, v in o.width.items()},
             "noise_bias": {k: v.clone() for k, v in o.bias.items()},
-            "gen": self.gen.get_state(),
-            "rig_gen": self.rig._gen.get_state() if self.rig is not None else None,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -277,6 +291,9 @@ class GraspEnv:
         if state["physics"]["qpos"].shape != p.qpos.shape:
             raise ValueError(f"checkpoint holds {state['physics']['qpos'].shape[0]} worlds of this scene's "
                              f"layout {tuple(state['physics']['qpos'].shape)}, the env has {tuple(p.qpos.shape)}")
+        if "episode_count" not in state["env"]:
+            raise ValueError("checkpoint predates the counter-based env RNG (no episode_count); "
+                             "start a new run or resume with the dexrl version that wrote it")
         for k in self._PHYSICS:
             getattr(p, k).copy_(state["physics"][k])
         for k, v in state["fields"].items():
@@ -286,9 +303,6 @@ class GraspEnv:
         self.randomizer.object_id = state["object_id"].to(self.device).clone()
         o.width = {k: v.to(self.device).clone() for k, v in state["noise_width"].items()}
         o.bias = {k: v.to(self.device).clone() for k, v in state["noise_bias"].items()}
-        self.gen.set_state(state["gen"])
-        if self.rig is not None and state["rig_gen"] is not None:
-            self.rig._gen.set_state(state["rig_gen"])
         p.kinematics()
         self._render()
 

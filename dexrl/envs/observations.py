@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from dexrl.envs.ik import quat_mul
-from dexrl.envs.randomization import uniform
+from dexrl.envs.rng import Draws, Stream
 
 OBS_CLIP = 10.0
 VEL_SCALE = 0.1
@@ -24,35 +24,49 @@ def _clean(x: torch.Tensor) -> torch.Tensor:
     return torch.nan_to_num(x, nan=0.0, posinf=OBS_CLIP, neginf=-OBS_CLIP).clamp(-OBS_CLIP, OBS_CLIP)
 
 
+# Noisy quantities: (width/bias key, size). Their per-step noise is one U(-1, 1) draw of
+# (N, 52) split in this order; their per-episode biases one U(0, 1) draw, likewise.
+NOISY = (("q", 23), ("qd", 23), ("obj_pos", 3), ("obj_rot", 3))
+
+
 class ObservationBuilder:
     """Builds every group from the env's state; holds the per-episode noise of each world.
 
-    Noise model (per world, drawn at reset): width ~ U(0, value); bias = width * (U - 0.5)
-    fixed for the episode; per-step noise = width * U(-1, 1).
+    Noise model (per world, drawn at reset): width ~ U(0, value); bias = bias_width * (U - 0.5)
+    with bias_width ~ U(0, bias value), fixed for the episode; per-step noise = width * U(-1, 1).
+    Draws are keyed by the env's per-world counters (see ``dexrl.envs.rng``).
     """
 
     def __init__(self, env):
         self.env = env
         n, dev = env.n, env.device
-        self.width = {k: torch.zeros(n, 1, device=dev) for k in ("obj_pos", "obj_rot", "q", "qd")}
-        self.bias = {"obj_pos": torch.zeros(n, 3, device=dev), "obj_rot": torch.zeros(n, 3, device=dev),
-                     "q": torch.zeros(n, 23, device=dev), "qd": torch.zeros(n, 23, device=dev)}
+        self.width = {k: torch.zeros(n, 1, device=dev) for k, _ in NOISY}
+        self.bias = {k: torch.zeros(n, d, device=dev) for k, d in NOISY}
         self.descriptors = torch.as_tensor(env.scene.props.descriptor, device=dev)  # (K, 11)
+        self._noise: dict[str, torch.Tensor] = {}  # this build's U(-1, 1) per key, (N, d)
 
-    def resample_noise(self, mask: torch.Tensor) -> None:
-        r, gen, dev, n = self.env.cfg.randomization, self.env.gen, self.env.device, self.env.n
-        pairs = {"obj_pos": (r.object_pos_noise_m, r.object_pos_bias_m), "obj_rot": (r.object_rot_noise, r.object_rot_bias),
-                 "q": (r.joint_pos_noise, r.joint_pos_bias), "qd": (r.joint_vel_noise, r.joint_vel_bias)}
-        for key, (noise, bias) in pairs.items():
-            w = uniform(0.0, noise, (n, 1), gen, dev)
-            bw = uniform(0.0, bias, (n, 1), gen, dev)
-            b = bw * (torch.rand(self.bias[key].shape, generator=gen, device=dev) - 0.5)
+    def resample_noise(self, mask: torch.Tensor, draws: Draws) -> None:
+        r = self.env.cfg.randomization
+        values = {"obj_pos": (r.object_pos_noise_m, r.object_pos_bias_m), "obj_rot": (r.object_rot_noise, r.object_rot_bias),
+                  "q": (r.joint_pos_noise, r.joint_pos_bias), "qd": (r.joint_vel_noise, r.joint_vel_bias)}
+        total = sum(d for _, d in NOISY)
+        u = draws.uniform(Stream.RESET_OBS_NOISE, (2 * len(NOISY) + total,))  # (N, 8 + 52)
+        at = 2 * len(NOISY)
+        for i, (key, d) in enumerate(NOISY):
+            noise, bias = values[key]
+            w = noise * u[:, 2 * i:2 * i + 1]  # (N, 1) U(0, noise)
+            bw = bias * u[:, 2 * i + 1:2 * i + 2]  # (N, 1) U(0, bias)
+            b = bw * (u[:, at:at + d] - 0.5)  # (N, d)
+            at += d
             self.width[key] = torch.where(mask[:, None], w, self.width[key])
             self.bias[key] = torch.where(mask[:, None], b, self.bias[key])
 
+    def _draw_step_noise(self, draws: Draws) -> None:
+        u = draws.uniform(Stream.STEP_OBS_NOISE, (sum(d for _, d in NOISY),), -1.0, 1.0)  # (N, 52)
+        self._noise = dict(zip((k for k, _ in NOISY), u.split([d for _, d in NOISY], dim=-1)))
+
     def _noisy(self, key: str, x: torch.Tensor) -> torch.Tensor:
-        u = uniform(-1.0, 1.0, x.shape, self.env.gen, self.env.device)
-        return x + self.bias[key] + self.width[key] * u
+        return x + self.bias[key] + self.width[key] * self._noise[key]
 
     def proprio(self) -> torch.Tensor:
         e = self.env
@@ -87,7 +101,7 @@ class ObservationBuilder:
     def state_teacher(self, proprio: torch.Tensor) -> torch.Tensor:
         e = self.env
         pos = self._noisy("obj_pos", e.object_pos)
-        rotvec = self.bias["obj_rot"] + self.width["obj_rot"] * uniform(-1.0, 1.0, (e.n, 3), e.gen, e.device)
+        rotvec = self.bias["obj_rot"] + self.width["obj_rot"] * self._noise["obj_rot"]  # (N, 3) rad
         angle = rotvec.norm(dim=-1)
         axis_q = torch.cat([torch.cos(angle / 2)[:, None], torch.sin(angle / 2)[:, None] * rotvec / angle.clamp_min(1e-9)[:, None]], -1)
         quat = quat_mul(axis_q, e.object_quat)
@@ -96,10 +110,12 @@ class ObservationBuilder:
 
     def build(self) -> dict[str, torch.Tensor]:
         e = self.env
+        draws = e.step_draws()
+        self._draw_step_noise(draws)
         proprio = self.proprio()
         obs = {"proprio": proprio, "critic": self.critic(), "state_teacher": self.state_teacher(proprio)}
         if e.rig is not None and e.cfg.depth:
-            obs["depth"] = e.rig.depth()
+            obs["depth"] = e.rig.depth(draws)
         if e.rig is not None and e.cfg.stereo_rgb:
             obs["stereo_rgb"] = e.rig.stereo_rgb()
         return obs

@@ -8,7 +8,7 @@ import torch
 
 from dexrl.envs.grasp import GraspEnv
 from dexrl.models import ActorCritic, ObsSpec
-from dexrl.rl import RolloutStorage
+from dexrl.rl import RolloutStorage, decode_depth, encode_depth
 
 
 class PhaseTimer:
@@ -64,15 +64,24 @@ class Collector:
     It keeps what crosses iterations: the current observation, the recurrent state and the
     reset flags (True where the observation starts an episode)."""
 
-    def __init__(self, env: GraspEnv, model: ActorCritic, spec: ObsSpec, device: torch.device):
+    def __init__(self, env: GraspEnv, model: ActorCritic, spec: ObsSpec, device: torch.device,
+                 first_obs: dict[str, torch.Tensor], image_dtype: str = "float16"):
         self.env, self.model, self.spec, self.device = env, model, spec, device
+        self.image_dtype = image_dtype
         self.keys = tuple(spec.vector_dims) + ((spec.image_key,) if spec.image_key else ())
-        self.obs = self._select(env.reset())
+        self.obs = self._select(first_obs)
         self.state = model.initial_state(env.n, device)
         self.reset = torch.ones(env.n, dtype=torch.bool, device=device)
 
     def _select(self, obs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {k: obs[k].to(self.device, non_blocking=True) for k in self.keys}
+        """The spec's keys on the learner device. Images are quantized to the compact dtype
+        they are stored (and, between processes, sent) in, so every runtime's policy sees the
+        same pixels; quantizing twice changes nothing."""
+        out = {k: obs[k].to(self.device, non_blocking=True) for k in self.keys}
+        key = self.spec.image_key
+        if key is not None:
+            out[key] = decode_depth(encode_depth(out[key], self.image_dtype))
+        return out
 
     def collect(self, storage: RolloutStorage, timer: PhaseTimer) -> dict[str, float]:
         env, model = self.env, self.model
@@ -94,7 +103,14 @@ class Collector:
             self.reset = (res.terminated | res.truncated).to(self.device)
             timer("storage", start)
         storage.set_last_values(model.value(self.obs, self.state, self.reset))
-        return stats.summary(env.cfg.ctrl_dt)
+        summary = stats.summary(env.cfg.ctrl_dt)
+        # Envs that time their own phases (physics, render; sim vs transfer) report them here.
+        for key, value in getattr(env, "pop_timings", dict)().items():
+            if key.startswith("time/"):
+                timer.seconds[key[5:-2]] = value
+            else:
+                summary[key] = value
+        return summary
 
     def state_dict(self) -> dict:
         return {"obs": self.obs, "state": self.state, "reset": self.reset}

@@ -1,4 +1,4 @@
-"""Single-process training: one Collector (env + inference) and one learner (storage + PPO)."""
+"""The training loop: one Collector (env + inference) and one learner (storage + PPO)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from dexrl.config.train import TrainConfig
+from dexrl.config.train import TrainConfig, to_dict
 from dexrl.envs.grasp import GraspEnv
 from dexrl.models import ActorCritic, ObsSpec
-from dexrl.rl import PPO, RolloutStorage, build_actor_critic
+from dexrl.rl import PPO, DistributedHooks, RolloutStorage, build_actor_critic
 from dexrl.runtime.checkpoint import save_checkpoint
 from dexrl.runtime.collector import Collector, PhaseTimer
+from dexrl.runtime.comm import RankFailure
 from dexrl.runtime.logger import RunLogger
 
 
@@ -29,79 +30,111 @@ def obs_spec(cfg: TrainConfig, obs: dict[str, torch.Tensor], action_dim: int) ->
 
 @dataclass
 class Trainer:
-    """The parts of a run, built once; ``train`` is the loop."""
+    """The parts of a run, built once; ``train`` is the loop. The same class serves every
+    runtime: single process (a GraspEnv), a data-parallel rank (its slice of worlds, hooks
+    that all-reduce), or the disaggregated learner (RemoteEnvs standing in for the sims)."""
 
     cfg: TrainConfig
-    env: GraspEnv
+    env: object  # GraspEnv or RemoteEnvs: reset(), step(), state_dict(), n, device, cfg
     model: ActorCritic
     ppo: PPO
     storage: RolloutStorage
     collector: Collector
     device: torch.device
+    rank: int = 0
+    is_logger: bool = True  # writes the run directory and the main checkpoint
+    stats_reduce: object = None  # callable: per-rank stats dict -> mean over ranks
     iteration: int = 0
     env_steps: int = 0
 
     @classmethod
-    def build(cls, cfg: TrainConfig) -> "Trainer":
+    def build(cls, cfg: TrainConfig, env=None, device: torch.device | None = None, hooks: DistributedHooks | None = None,
+              rank: int = 0, is_logger: bool = True, stats_reduce=None, after_init=None) -> "Trainer":
         torch.manual_seed(cfg.seed)
-        env = GraspEnv(cfg.env)
-        device = env.device  # single process: the learner shares the sim device
-        spec = obs_spec(cfg, env.reset(), env.action_dim)
+        env = env if env is not None else GraspEnv(cfg.env)
+        device = device if device is not None else env.device
+        first_obs = env.reset()
+        spec = obs_spec(cfg, first_obs, env.action_dim)
         model = build_actor_critic(spec, cfg.model, cfg.ppo, device)
-        ppo = PPO(model, cfg.ppo, device, cfg.max_iterations, seed=cfg.seed)
-        storage = RolloutStorage(spec, cfg.model, cfg.ppo, cfg.env.num_envs, device)
-        return cls(cfg, env, model, ppo, storage, Collector(env, model, spec, device), device)
+        if after_init is not None:
+            after_init(model)  # e.g. broadcast the initial parameters
+        ppo = PPO(model, cfg.ppo, device, cfg.max_iterations, seed=cfg.seed + rank, hooks=hooks)
+        storage = RolloutStorage(spec, cfg.model, cfg.ppo, env.n, device)
+        collector = Collector(env, model, spec, device, first_obs, cfg.ppo.image_dtype)
+        torch.manual_seed(cfg.seed + 1 + rank)  # exploration noise: distinct per rank, reproducible
+        return cls(cfg, env, model, ppo, storage, collector, device, rank, is_logger, stats_reduce)
 
     # ---- checkpoints ------------------------------------------------------------------
-    def state_dict(self) -> dict:
-        return {
+    def state_dict(self, with_env: bool = True) -> dict:
+        state = {
             "iteration": self.iteration, "env_steps": self.env_steps, "model": self.model.state_dict(),
-            "ppo": self.ppo.state_dict(), "collector": self.collector.state_dict(), "env": self.env.state_dict(),
-            "torch_rng": torch.get_rng_state(),
+            "ppo": self.ppo.state_dict(), "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
+            "env": None, "collector": None,
         }
+        if with_env:
+            state.update(env=self.env.state_dict(), collector=self.collector.state_dict())
+        return state
 
     def load_state_dict(self, payload: dict) -> None:
         self.model.load_state_dict(payload["model"])
         self.ppo.load_state_dict(payload["ppo"])
-        self.env.load_state_dict(payload["env"])
-        self.collector.load_state_dict(payload["collector"])
+        if payload.get("env") is not None:  # a checkpoint written after a rank failure has none
+            self.env.load_state_dict(payload["env"])
+            self.collector.load_state_dict(payload["collector"])
         torch.set_rng_state(payload["torch_rng"])
         if payload.get("cuda_rng") is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state_all(payload["cuda_rng"])
         self.iteration, self.env_steps = payload["iteration"], payload["env_steps"]
 
-    def save(self, run_dir: Path) -> Path:
-        from dexrl.config.train import to_dict
-
-        path = Path(run_dir) / "checkpoints" / f"iter_{self.iteration:06d}.pt"
-        return save_checkpoint(path, {"config": to_dict(self.cfg), **self.state_dict()})
+    def save(self, run_dir: Path, with_env: bool = True) -> Path:
+        """The main checkpoint (logger rank) or this rank's shard of environment state."""
+        name = f"iter_{self.iteration:06d}" + ("" if self.is_logger else f".rank{self.rank}")
+        payload = self.state_dict(with_env)
+        if self.is_logger:
+            payload["config"] = to_dict(self.cfg)
+        return save_checkpoint(Path(run_dir) / "checkpoints" / f"{name}.pt", payload)
 
     # ---- the loop ---------------------------------------------------------------------
     def train(self, run_dir: Path, progress: bool = True) -> Path:
         """collect -> returns -> update -> log -> save, until max_iterations."""
         cfg, n = self.cfg, self.cfg.env.num_envs
-        logger = RunLogger(run_dir, cfg, self.iteration)
-        bar = tqdm(total=cfg.max_iterations, initial=self.iteration, desc="train", unit="it", disable=not progress)
+        logger = RunLogger(run_dir, cfg, self.iteration) if self.is_logger else None
+        bar = tqdm(total=cfg.max_iterations, initial=self.iteration, desc="train", unit="it",
+                   disable=not (progress and self.is_logger))
         try:
             while self.iteration < cfg.max_iterations:
-                start = time.perf_counter()
-                timer = PhaseTimer(self.device)
-                stats = self.collector.collect(self.storage, timer)
-                losses = self.ppo.update(self.storage)
-                self.iteration += 1
-                self.env_steps += cfg.ppo.num_steps * n
-                seconds = time.perf_counter() - start
-                row = {"iteration": self.iteration - 1, "env_steps": self.env_steps,
-                       "env_steps_per_s": cfg.ppo.num_steps * n / seconds, **stats, **losses,
-                       **{f"time/{k}_s": v for k, v in timer.seconds.items()}, "time/iteration_s": seconds}
-                logger.log(row)
-                bar.set_postfix({"steps/s": f"{row['env_steps_per_s']:.0f}", "success": f"{stats['success_rate']:.2f}",
-                                 **{k.split('/')[1]: f"{v:.3f}" for k, v in stats.items() if k.startswith("reward/")}})
+                row = self._iteration(n)
+                if logger is not None:
+                    logger.log(row)
+                bar.set_postfix({"steps/s": f"{row['env_steps_per_s']:.0f}", "success": f"{row['success_rate']:.2f}",
+                                 **{k.split('/')[1]: f"{v:.3f}" for k, v in row.items() if k.startswith("reward/")}})
                 bar.update(1)
                 if self.iteration % cfg.checkpoint_every == 0 or self.iteration == cfg.max_iterations:
                     self.save(run_dir)
+        except RankFailure:
+            # A peer is gone: keep what this rank can still vouch for (the weights and the
+            # optimizer as of the last finished iteration), then report.
+            if self.is_logger:
+                self.save(run_dir, with_env=False)
+            raise
         finally:
             bar.close()
-            logger.close()
+            if logger is not None:
+                logger.close()
         return Path(run_dir)
+
+    def _iteration(self, n: int) -> dict:
+        cfg = self.cfg
+        start = time.perf_counter()
+        timer = PhaseTimer(self.device)
+        stats = self.collector.collect(self.storage, timer)
+        if self.stats_reduce is not None:
+            stats = self.stats_reduce(stats)
+        losses = self.ppo.update(self.storage)
+        self.iteration += 1
+        self.env_steps += cfg.ppo.num_steps * n
+        seconds = time.perf_counter() - start
+        return {"iteration": self.iteration - 1, "env_steps": self.env_steps,
+                "env_steps_per_s": cfg.ppo.num_steps * n / seconds, **stats, **losses,
+                **{f"time/{k}_s": v for k, v in timer.seconds.items()}, "time/iteration_s": seconds}

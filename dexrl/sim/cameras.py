@@ -8,6 +8,7 @@ import torch.nn.functional as F
 import warp as wp
 
 from dexrl.config.env import CameraConfig
+from dexrl.envs.rng import Draws, Stream, WorldRNG
 from dexrl.sim.physics import BatchedPhysics
 
 
@@ -16,6 +17,7 @@ class CameraRig:
 
     ``depth`` is (N, 1, H, W) float32 metres with 0 where nothing lies in
     [depth_min_m, depth_max_m]; ``stereo_rgb`` is (N, 2, 3, H, W) uint8 (left, right).
+    Depth noise comes from the ``Draws`` passed to ``depth`` (the env's step draws).
     """
 
     def __init__(self, physics: BatchedPhysics, cam: CameraConfig, depth: bool = True, stereo_rgb: bool = False,
@@ -46,8 +48,6 @@ class CameraRig:
                 self._depth_raw = depth_all[:, depth_adr[i]:depth_adr[i] + w * h].view(n, 1, h, w)
             else:
                 self._rgb_views[name] = rgb_all[:, rgb_adr[i]:rgb_adr[i] + w * h].view(n, h, w)
-        self._gen = torch.Generator(device=physics.device)
-        self._gen.manual_seed(0)
 
     def render(self) -> None:
         p = self.physics
@@ -55,29 +55,31 @@ class CameraRig:
             mjw.refit_bvh(p.model, p.data, self.rc)
             mjw.render(p.model, p.data, self.rc)
 
-    def seed(self, seed: int) -> None:
-        self._gen.manual_seed(seed)
-
-    def depth(self) -> torch.Tensor:
-        """(N, 1, H, W) float32 metres, range-masked and noised as configured."""
+    def depth(self, draws: Draws | None = None) -> torch.Tensor:
+        """(N, 1, H, W) float32 metres, range-masked and noised as configured with ``draws``
+        (default: seed 0, worlds 0..N-1, counter 0)."""
         c = self.cam
         d = self._depth_raw
         d = torch.where((d >= c.depth_min_m) & (d <= c.depth_max_m), d, torch.zeros_like(d))
-        return self._noise(d)
+        if draws is None:
+            draws = WorldRNG(0, torch.arange(d.shape[0], device=d.device)).at(0)
+        return self._noise(d, draws)
 
-    def _noise(self, d: torch.Tensor) -> torch.Tensor:
-        c, g = self.cam, self._gen
+    def _noise(self, d: torch.Tensor, draws: Draws) -> torch.Tensor:
+        c = self.cam
+        _, _, h, w = d.shape
         if c.correlated_noise_m > 0:
-            n, _, h, w = d.shape
-            coarse = torch.randn((n, 1, max(h // 8, 1), max(w // 8, 1)), generator=g, device=d.device)
-            field = F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)
+            coarse = draws.normal(Stream.CAMERA_CORRELATED, (1, max(h // 8, 1), max(w // 8, 1)))  # (N, 1, h', w')
+            field = F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)  # (N, 1, H, W)
             d = torch.where(d > 0, (d + c.correlated_noise_m * field).clamp(c.depth_min_m, c.depth_max_m), d)
-        if c.random_pixel_prob > 0:
-            u = torch.rand(d.shape, generator=g, device=d.device)
-            rand_depth = c.depth_min_m + (c.depth_max_m - c.depth_min_m) * torch.rand(d.shape, generator=g, device=d.device)
-            d = torch.where(u < c.random_pixel_prob, rand_depth, d)
-        if c.dropout_prob > 0:
-            d = torch.where(torch.rand(d.shape, generator=g, device=d.device) < c.dropout_prob, torch.zeros_like(d), d)
+        if c.random_pixel_prob > 0 or c.dropout_prob > 0:
+            # One hash per pixel, three U[0, 1) of 21 bits each.
+            u_random, u_depth, u_drop = draws.uniforms(Stream.CAMERA_PIXEL, (1, h, w), 3)  # (N, 1, H, W) each
+            if c.random_pixel_prob > 0:
+                rand_depth = c.depth_min_m + (c.depth_max_m - c.depth_min_m) * u_depth
+                d = torch.where(u_random < c.random_pixel_prob, rand_depth, d)
+            if c.dropout_prob > 0:
+                d = torch.where(u_drop < c.dropout_prob, torch.zeros_like(d), d)
         return d
 
     def rgb(self, name: str) -> torch.Tensor:

@@ -55,7 +55,7 @@ class BatchedPhysics:
             self.model = mjw.put_model(mjm, batch_sizes={f: num_worlds for f in PER_WORLD_FIELDS})
             mjd = mujoco.MjData(mjm)
             mujoco.mj_forward(mjm, mjd)
-            self.data = mjw.put_data(mjm, mjd, nworld=num_worlds, nconmax=nconmax_per_world * num_worlds,
+            self.data = mjw.put_data(mjm, mjd, nworld=num_worlds, nconmax=nconmax_per_world,  # per world
                                      njmax=njmax_per_world)
         # Hitting the line-search cap is benign (the step still improves); don't print it.
         self.model.opt.warn_overflow &= ~int(mjw.OverflowType.LS_ITERATIONS)

@@ -1,0 +1,53 @@
+"""`dexrl bench throughput`: a short training run in any runtime, summarized from its
+metrics.jsonl: env-steps/s, seconds per phase per iteration, bytes transferred per step."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+PHASES = ("physics", "render", "env", "sim", "transfer", "inference", "storage", "update")
+
+
+def throughput_args(runtime: str, num_envs: int, resolution: str, iterations: int, preset: str, procs: int,
+                    device: str, run_dir: Path) -> list[str]:
+    w, h = resolution.lower().split("x")
+    args = ["train", "--preset", preset, "--runtime", runtime, "--num-envs", str(num_envs), "--max-iterations",
+            str(iterations), "--device", device, "--run-dir", str(run_dir), "--set", f"env.camera.width={w}",
+            "--set", f"env.camera.height={h}", "--set", f"checkpoint_every={iterations}"]
+    if runtime == "disagg":
+        args += ["--sim-ranks", str(procs)]
+    elif runtime == "dp":
+        args += ["--ranks", str(procs)]
+    return args
+
+
+def summarize(run_dir: Path, runtime: str, procs: int, skip: int = 1) -> dict:
+    """Means over the iterations after the first ``skip`` (kernel compilation, warm-up)."""
+    rows = [json.loads(ln) for ln in (Path(run_dir) / "metrics.jsonl").read_text().splitlines() if ln.strip()]
+    rows = rows[skip:] or rows
+    mean = lambda key: sum(r.get(key, 0.0) for r in rows) / len(rows)  # noqa: E731
+    out = {"runtime": runtime, "processes": procs, "iterations_measured": len(rows),
+           "env_steps_per_s": mean("env_steps_per_s"), "iteration_s": mean("time/iteration_s")}
+    for phase in PHASES:
+        key = f"time/{phase}_s"
+        if any(key in r for r in rows):
+            out[f"{phase}_s"] = mean(key)
+    if any("transfer/bytes_per_step" in r for r in rows):
+        out["bytes_per_step"] = mean("transfer/bytes_per_step")
+    return out
+
+
+def bench_throughput(runtime: str, num_envs: int, resolution: str, iterations: int, preset: str, procs: int,
+                     device: str) -> dict:
+    from dexrl.cli import main
+
+    with tempfile.TemporaryDirectory(prefix="dexrl-bench-") as tmp:
+        run_dir = Path(tmp) / "run"
+        code = main(throughput_args(runtime, num_envs, resolution, iterations, preset, procs, device, run_dir))
+        if code != 0:
+            raise RuntimeError(f"the benchmark's training run failed (exit code {code})")
+        result = summarize(run_dir, runtime, procs)
+    result.update(num_envs=num_envs, resolution=resolution, preset=preset, device=device)
+    return result

@@ -1,0 +1,166 @@
+"""Every torch.distributed call of dexrl lives here (and nowhere else).
+
+NCCL when every rank has its own CUDA device, gloo otherwise. Point-to-point tensors travel
+with non-blocking isend/irecv into preallocated buffers; a wait that outlives the fault
+timeout raises RankFailure naming the peer.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+# gloo moves raw bytes for these; bool and uint16 travel as same-width integer views.
+_WIRE_VIEW = {torch.bool: torch.uint8, torch.uint16: torch.int16}
+
+
+class RankFailure(RuntimeError):
+    """A peer rank died or stopped answering."""
+
+    def __init__(self, rank: int, role: str, cause: str):
+        super().__init__(f"{role} rank {rank} failed: {cause}")
+        self.rank, self.role, self.cause = rank, role, cause
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int
+    world_size: int
+    local_rank: int
+    backend: str
+
+
+def launched() -> bool:
+    """True inside a process started by torchrun / the elastic launcher."""
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def choose_backend(requested: str, device: str) -> str:
+    if requested != "auto":
+        return requested
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
+    own_gpu = device.startswith("cuda") and torch.cuda.is_available() and torch.cuda.device_count() >= local
+    return "nccl" if own_gpu else "gloo"
+
+
+def init(backend: str = "auto", device: str = "cpu", timeout_s: float = 60.0) -> DistInfo:
+    """Join the process group described by torchrun's environment variables."""
+    chosen = choose_backend(backend, device)
+    if chosen == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(chosen, timeout=timedelta(seconds=timeout_s))
+    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), chosen)
+
+
+def shutdown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _wire(t: torch.Tensor) -> torch.Tensor:
+    view = _WIRE_VIEW.get(t.dtype)
+    return t.view(view) if view is not None else t
+
+
+def isend(tensors: list[torch.Tensor], dst: int) -> list:
+    return [dist.isend(_wire(t.contiguous()), dst) for t in tensors]
+
+
+def irecv(buffers: list[torch.Tensor], src: int) -> list:
+    """Receive into ``buffers`` (preallocated, contiguous), in the order they were sent."""
+    return [dist.irecv(_wire(b), src) for b in buffers]
+
+
+def wait(works: list, timeout_s: float, peer: int, role: str) -> None:
+    """Wait for every request; a dead or silent peer becomes RankFailure within timeout_s."""
+    for work in works:
+        try:
+            if not work.wait(timedelta(seconds=timeout_s)):
+                raise RankFailure(peer, role, f"no reply within {timeout_s:g} s")
+        except RankFailure:
+            raise
+        except RuntimeError as exc:
+            cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if "timeout" in cause.lower() or "timed out" in cause.lower():
+                cause = f"no reply within {timeout_s:g} s"
+            raise RankFailure(peer, role, cause) from None
+
+
+def send_object(obj, dst: int) -> None:
+    dist.send_object_list([obj], dst=dst)
+
+
+def recv_object(src: int):
+    box = [None]
+    dist.recv_object_list(box, src=src)
+    return box[0]
+
+
+def broadcast_module(module: torch.nn.Module, src: int) -> None:
+    """Identical parameters and buffers on every rank."""
+    for t in list(module.parameters()) + list(module.buffers()):
+        dist.broadcast(t.data, src)
+
+
+def all_reduce_mean_grads(params: list[torch.nn.Parameter]) -> None:
+    """Average .grad across ranks with one flattened all-reduce."""
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])  # (P,)
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    offset = 0
+    for p, g in zip(params, grads):
+        n = g.numel()
+        if p.grad is None:
+            p.grad = flat[offset:offset + n].view_as(p).clone()
+        else:
+            p.grad.copy_(flat[offset:offset + n].view_as(p))
+        offset += n
+
+
+def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
+    y = x.detach().clone().float()
+    dist.all_reduce(y)
+    return y / dist.get_world_size()
+
+
+def all_gather_stack(x: torch.Tensor) -> torch.Tensor:
+    """(…) on every rank -> (world_size, …) on every rank."""
+    out = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(out, x.contiguous())
+    return torch.stack(out)
+
+
+def all_reduce_min(x: torch.Tensor) -> torch.Tensor:
+    y = x.clone()
+    dist.all_reduce(y, op=dist.ReduceOp.MIN)
+    return y
+
+
+def free_loopback_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_local(entrypoint, args: tuple, nprocs: int, rdzv_endpoint: str, run_id: str) -> dict | None:
+    """Start ``nprocs`` ranks of ``entrypoint(*args)`` on this machine with torch's elastic
+    launcher (what torchrun uses). Returns None on success, else the first failure:
+    {"rank", "exitcode", "signal", "pid"}. Ctrl-C and a failing rank stop every rank."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nprocs, run_id=run_id, rdzv_backend="c10d",
+                          rdzv_endpoint=rdzv_endpoint, max_restarts=0, monitor_interval=0.2, start_method="spawn")
+    try:
+        elastic_launch(config, entrypoint)(*args)
+    except ChildFailedError as exc:
+        rank, failure = exc.get_first_failure()
+        return {"rank": rank, "exitcode": failure.exitcode, "signal": failure.signal_name(), "pid": failure.pid}
+    return None

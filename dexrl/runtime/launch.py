@@ -1,0 +1,136 @@
+"""Multi-process runs: start the ranks (or join as one under torchrun) and give each its role.
+
+Disaggregated: ranks 0..K-1 simulate, rank K (the last) learns. Data-parallel: every rank
+simulates and learns. Each rank writes ``ranks/<rank>.json`` (pid, role, device, host) into
+the run directory at start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+import uuid
+from pathlib import Path
+
+import torch
+
+from dexrl.config.train import TrainConfig
+from dexrl.runtime import comm
+from dexrl.runtime.checkpoint import latest_checkpoint, load_checkpoint
+
+EXIT_PEER_FAILED = 3
+THREADS_ENV = "DEXRL_TORCH_THREADS"
+
+
+def world_size(cfg: TrainConfig) -> int:
+    return cfg.sim_ranks + 1 if cfg.runtime == "disagg" else cfg.ranks
+
+
+def start(argv: list[str], cfg: TrainConfig, run_dir: Path, rdzv_endpoint: str | None) -> int:
+    """Parent process: launch the ranks on this machine, report the first failure in one line."""
+    from dexrl.cli import main  # the ranks run the same command line
+
+    endpoint = rdzv_endpoint or f"127.0.0.1:{comm.free_loopback_port()}"
+    # A killed rank leaves semaphores behind; Python's resource tracker would otherwise print
+    # a warning after our one-line report.
+    os.environ.setdefault("PYTHONWARNINGS", "ignore:resource_tracker:UserWarning")
+    # The learning ranks use this process's intra-op thread count: CPU reductions depend on
+    # it, and a run must not change its numbers with the way it was launched.
+    os.environ.setdefault(THREADS_ENV, str(torch.get_num_threads()))
+    failure = comm.launch_local(main, (argv,), world_size(cfg), endpoint, uuid.uuid4().hex[:8])
+    if failure is None:
+        return 0
+    role = _role(cfg, failure["rank"])
+    sig = failure["signal"]
+    cause = f"signal {sig}" if sig and sig != "<N/A>" else f"exit code {failure['exitcode']}"
+    hint = ""
+    try:
+        hint = f"; last checkpoint {latest_checkpoint(run_dir)}; continue with --resume {run_dir}"
+    except ValueError:
+        pass
+    print(f"dexrl train: error: {role} rank {failure['rank']} (pid {failure['pid']}) stopped: {cause}{hint}",
+          file=sys.stderr)
+    return EXIT_PEER_FAILED
+
+
+def _role(cfg: TrainConfig, rank: int) -> str:
+    if cfg.runtime == "disagg":
+        return "learner" if rank == cfg.sim_ranks else "sim"
+    return "dp"
+
+
+def _device(cfg: TrainConfig, info: comm.DistInfo, requested: str) -> str:
+    if requested.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"device {requested!r} requested but no CUDA device is available; use --device cpu")
+        return f"cuda:{info.local_rank % torch.cuda.device_count()}"
+    return requested
+
+
+def _write_rank_file(run_dir: Path, info: comm.DistInfo, role: str, device: str) -> None:
+    path = Path(run_dir) / "ranks" / f"{info.rank}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"rank": info.rank, "pid": os.getpid(), "role": role, "device": device,
+                                "hostname": socket.gethostname(), "backend": info.backend}))
+
+
+def _stop_on_sigterm(signum, frame):
+    # The launcher stops every rank when one fails; leave through the normal failure path so
+    # the learner still writes its checkpoint.
+    raise comm.RankFailure(-1, "launcher", "stopped by the launcher because another rank exited")
+
+
+def run_rank(cfg: TrainConfig, run_dir: Path, resume: str | None) -> int:
+    """Inside a launched process: join the group, play this rank's role."""
+    info = comm.init(cfg.backend, cfg.env.device, timeout_s=max(cfg.fault_timeout_s, 1800.0))
+    if info.world_size != world_size(cfg):
+        raise ValueError(f"{cfg.runtime} with these settings needs {world_size(cfg)} processes, "
+                         f"torchrun started {info.world_size}")
+    role = _role(cfg, info.rank)
+    device = _device(cfg, info, cfg.env.device)
+    # Sim ranks run batched elementwise work and leave the cores to physics; learning ranks
+    # take the launcher's thread count (see start()).
+    torch.set_num_threads(1 if role == "sim" else int(os.environ.get(THREADS_ENV, torch.get_num_threads())))
+    _write_rank_file(run_dir, info, role, device)
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    try:
+        if role == "sim":
+            from dexrl.runtime.disaggregated import SimRank
+
+            SimRank(cfg, info.rank, cfg.sim_ranks, device).run()
+        else:
+            _learn(cfg, info, role, device, run_dir, resume)
+    except comm.RankFailure as exc:
+        print(f"dexrl train: error: rank {info.rank} ({role}): {exc}", file=sys.stderr, flush=True)
+        os._exit(EXIT_PEER_FAILED)  # a peer is gone: leaving the group would wait for it
+    comm.shutdown()
+    return 0
+
+
+def _learn(cfg: TrainConfig, info: comm.DistInfo, role: str, device: str, run_dir: Path, resume: str | None) -> None:
+    from dataclasses import replace
+
+    if role == "learner":
+        from dexrl.runtime.disaggregated import RemoteEnvs
+        from dexrl.runtime.single import Trainer
+
+        learner_device = torch.device(cfg.learner_device or device)
+        envs = RemoteEnvs(cfg, list(range(cfg.sim_ranks)), learner_device, cfg.fault_timeout_s)
+        trainer = Trainer.build(replace(cfg, env=replace(cfg.env, device=str(learner_device))), env=envs,
+                                device=learner_device)
+    else:
+        from dexrl.runtime.data_parallel import build_rank
+
+        trainer = build_rank(cfg, info, device)
+    if resume:
+        payload, path = load_checkpoint(resume)
+        shard = path.with_name(path.stem + f".rank{info.rank}.pt")
+        if role == "dp" and info.rank > 0 and shard.exists():
+            payload = {**payload, **{k: v for k, v in load_checkpoint(shard)[0].items() if k != "format"}}
+        trainer.load_state_dict(payload)
+    trainer.train(run_dir)
+    if role == "learner":
+        trainer.env.close()

@@ -1,0 +1,158 @@
+"""`dexrl bench capacity`: planner math by hand, measured parts on tiny worlds, a role that fits."""
+
+import json
+import random
+
+import pytest
+import torch
+
+import dexrl.bench.capacity as cap
+from dexrl.bench.capacity import Budget, Parts
+
+torch.set_num_threads(1)
+RES = "80x60"  # the quickstart preset's camera; its small network keeps the learner probe fast
+
+
+# ---- pure parts and planner ------------------------------------------------------------------------
+def test_transit_is_depth_float16_plus_float32_vectors():
+    # depth only: 160 * 120 * 2 B = 38,400 B
+    assert cap.transit_bytes_per_world(160, 120, 0, 0, 0, 0, 0) == 160 * 120 * 2
+    # defaults: 38,400 + 4 * (69 proprio + 135 critic + 87 teacher + 22 aux + 23 action) = 38,400 + 1,344
+    assert cap.transit_bytes_per_world(160, 120) == 39_744
+    assert cap.transit_bytes_per_world(320, 240) == 320 * 240 * 2 + 1_344
+
+
+def test_max_worlds_rounds_down_to_the_multiple():
+    # 10 + 3n <= 100  ->  n <= 30; multiples of 4 -> 28; of 64 -> none fits
+    assert cap.max_worlds(lambda n: 10 + 3 * n, 100, 1) == 30
+    assert cap.max_worlds(lambda n: 10 + 3 * n, 100, 4) == 28
+    assert cap.max_worlds(lambda n: 10 + 3 * n, 100, 64) == 0
+    # n^2 <= 100 -> 10 -> 8 in multiples of 4
+    assert cap.max_worlds(lambda n: n * n, 100, 4) == 8
+
+
+def test_fits_are_exact():
+    # y = 5 + 3x + 2x^2 through x = 2, 6, 10: 19, 95, 235
+    assert cap.fit_quadratic({2: 19, 6: 95, 10: 235}) == (5.0, 3.0, 2.0)
+    # y = 7 + 4x through x = 1, 5
+    assert cap.fit_linear({1: 11, 5: 27}) == (7.0, 4.0)
+
+
+def test_plan_learner_bound_by_hand():
+    p = Parts(num_minibatches=4, physics_per_world=1, transit_per_world=1, storage_per_env=3,
+              update_per_minibatch_env=4, learner_fixed=100)
+    b = Budget(gpus=4, gpu_mem_bytes=1000, sim_overhead_bytes=100, context_bytes=0, multiple=1)
+    r = cap.plan(p, b)
+    # dp rank: 100 sim overhead + 100 learner + n (1 physics + 3 storage) + 4 * n / 4 update = 200 + 5n <= 1000 -> 160
+    assert (r["dp_per_gpu"], r["dp_total"]) == (160, 640)
+    # sim rank: 100 + n (1 physics + 1 transit) <= 1000 -> 450
+    assert r["sim_max_per_gpu"] == 450
+    # learner: 100 + n (3 storage + 1 transit) + n update = 100 + 5n <= 1000 -> 180 (a multiple of 3 sims)
+    assert r["learner_max_total"] == 180
+    # 60 per sim GPU, 180 in total: 180 / 640
+    assert (r["disagg_per_gpu"], r["disagg_total"], r["disagg_bound"]) == (60, 180, "learner")
+    assert r["ratio"] == pytest.approx(180 / 640)
+    # inference 2 B/env beats the update's 1 B/env: learner 100 + 4n + 2n <= 1000 -> 150
+    r = cap.plan(Parts(**{**vars(p), "inference_per_env": 2}), b)
+    assert (r["learner_max_total"], r["disagg_total"]) == (150, 150)
+
+
+def test_plan_sim_bound_and_fixed_costs_by_hand():
+    b = Budget(gpus=4, gpu_mem_bytes=1000, sim_overhead_bytes=100, context_bytes=0, multiple=1)
+    r = cap.plan(Parts(physics_per_world=10, storage_per_env=1), b)
+    # dp: 100 + 11n <= 1000 -> 81 (324 total); sim: 100 + 10n -> 90; learner: n <= 1000 -> 999 (multiple of 3)
+    assert (r["dp_total"], r["sim_max_per_gpu"], r["learner_max_total"]) == (324, 90, 999)
+    assert (r["disagg_per_gpu"], r["disagg_total"], r["disagg_bound"]) == (90, 270, "sim")
+    # Disaggregation wins only through fixed costs every DP rank pays: 600 B sim overhead.
+    b = Budget(gpus=4, gpu_mem_bytes=1000, sim_overhead_bytes=600, context_bytes=0, multiple=1)
+    r = cap.plan(Parts(physics_per_world=1, storage_per_env=1), b)
+    # dp: 600 + 2n -> 200 (800); sim: 600 + n -> 400; learner: n -> 999, 333 per sim: 999 total
+    assert (r["dp_total"], r["disagg_per_gpu"], r["disagg_total"]) == (800, 333, 999)
+    assert r["ratio"] == pytest.approx(999 / 800)
+
+
+def test_quadratic_physics_term_limits_worlds():
+    # sim rank: n^2 <= 100 -> 10 -> 8 in multiples of 4
+    p = Parts(physics_per_world_sq=1)
+    b = Budget(gpus=2, gpu_mem_bytes=100, sim_overhead_bytes=0, context_bytes=0, multiple=4)
+    assert cap.plan(p, b)["sim_max_per_gpu"] == 8
+
+
+def test_without_fixed_costs_disaggregation_never_holds_more_worlds():
+    # DP total G M / (s + l) >= min((G-1) M / s, M / l) for any s, l > 0 (up to rounding, G worlds).
+    rng = random.Random(0)
+    for _ in range(200):
+        p = Parts(physics_per_world=rng.uniform(1, 100), storage_per_env=rng.uniform(1, 100),
+                  transit_per_world=rng.uniform(0, 10), update_per_minibatch_env=rng.uniform(0, 100))
+        b = Budget(gpus=rng.randint(2, 8), gpu_mem_bytes=1e6, sim_overhead_bytes=0, context_bytes=0, multiple=1)
+        r = cap.plan(p, b)
+        assert r["disagg_total"] <= r["dp_total"] + b.gpus
+
+
+def test_budget_needs_two_gpus():
+    with pytest.raises(ValueError, match=">= 2 GPUs"):
+        Budget(gpus=1, gpu_mem_bytes=1e9)
+
+
+# ---- measured parts ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def parts() -> Parts:
+    return cap.measure_parts(RES, preset="quickstart", device="cpu", num_envs_probe=2)
+
+
+def test_measured_parts_are_positive(parts):
+    assert parts.resolution == RES and parts.device == "cpu"
+    for name in ("physics_per_world", "render_per_world", "env_per_world", "storage_per_env",
+                 "update_per_minibatch_env", "inference_per_env", "params_bytes"):
+        assert getattr(parts, name) > 0, name
+    assert parts.learner_fixed >= 4 * parts.params_bytes  # params, Adam m and v, grads
+    # the depth buffer alone is 80 * 60 * 4 B per world
+    assert parts.render_per_world >= 80 * 60 * 4
+    assert parts.transit_per_world >= 80 * 60 * 2
+    json.dumps(cap.parts_json(parts))
+
+
+def test_physics_bytes_fit_three_world_counts(parts):
+    s = parts.samples["physics"]
+    assert sorted(s) == [2, 6, 10]
+    a, b, c = parts.physics_fixed, parts.physics_per_world, parts.physics_per_world_sq
+    for n, y in s.items():
+        assert a + b * n + c * n * n == pytest.approx(y, rel=1e-9)
+    # the tracker sees at least every array of the model and data
+    assert all(s[n] >= parts.samples["physics_arrays"][n] for n in s)
+    # render and env are linear: the middle count sits on the line through the ends (1 %)
+    for part in ("render", "env"):
+        pts = parts.samples[part]
+        mid = pts[2] + (pts[10] - pts[2]) * (6 - 2) / (10 - 2)
+        assert pts[6] == pytest.approx(mid, rel=0.01), part
+
+
+def test_physics_bytes_are_linear_in_worlds(parts):
+    s = parts.samples["physics"]
+    mid = s[2] + (s[10] - s[2]) * (6 - 2) / (10 - 2)
+    assert s[6] == pytest.approx(mid, rel=0.01)
+
+
+def test_table_prints_table_one(parts):
+    b = Budget(gpus=4, gpu_mem_bytes=48 * cap.GIB)
+    result = cap.plan(parts, b)
+    text = cap.format_table(parts, b, result)
+    assert "Table I" in text and "data parallel" in text and "disaggregated" in text
+    assert result["dp_total"] == 4 * result["dp_per_gpu"] > 0
+
+
+# ---- validation ---------------------------------------------------------------------------------------
+def test_validate_role_fits_at_tiny_size_on_cpu():
+    out = cap.validate_role("dp", 4, RES, device="cpu", preset="quickstart")
+    assert out["fits"] is True and out["error"] is None
+
+
+def test_validate_role_reports_running_out_of_memory(monkeypatch):
+    def oom(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(cap, "_allocate_role", oom)
+    out = cap.validate_role("sim", 4, RES, device="cpu", preset="quickstart")
+    assert out["fits"] is False and "out of memory" in out["error"]
+    with pytest.raises(ValueError, match="role must be one of"):
+        cap.validate_role("actor", 4, RES, device="cpu")

@@ -1,0 +1,106 @@
+"""Multi-process runtimes on CPU with gloo: exact transfers, determinism, DP agreement, faults."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from dexrl.cli import main
+from dexrl.runtime import comm
+from dexrl.runtime.checkpoint import load_checkpoint
+
+TINY = ["--num-envs", "4", "--set", "env.camera.width=16", "--set", "env.camera.height=12",
+        "--set", "model.lstm_hidden=16", "--set", "model.lstm_layers=1", "--set", "model.mlp=[16, 16]",
+        "--set", "model.critic_mlp=[16, 16]", "--set", "model.encoder_channels=[4, 4, 4, 4]",
+        "--set", "ppo.num_steps=4", "--set", "ppo.seq_length=4", "--set", "ppo.num_minibatches=2",
+        "--set", "ppo.num_epochs=2", "--set", "env.action_space=joint_delta", "--set", "env.episode_s=0.1"]
+SHAPES = {"f16": ((3, 5, 7), torch.float16), "u16": ((2, 1, 9, 11), torch.uint16), "flag": ((13,), torch.bool),
+          "i64": ((4, 3), torch.int64), "f32": ((1,), torch.float32)}
+
+
+def _transfer_worker(rank: int, port: int, out: str):
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    comm.init("gloo")
+    gen = torch.Generator().manual_seed(7)
+    sent = {k: (torch.randint(0, 60000, shape, generator=gen) if dt != torch.bool else torch.rand(shape, generator=gen) > 0.5).to(dt)
+            for k, (shape, dt) in SHAPES.items()}
+    if rank == 0:
+        comm.wait(comm.isend(list(sent.values()), 1), 10.0, 1, "peer")
+    else:
+        bufs = [torch.empty(shape, dtype=dt) for shape, dt in SHAPES.values()]
+        comm.wait(comm.irecv(bufs, 0), 10.0, 0, "peer")
+        ok = all(torch.equal(b.view(torch.int16) if b.dtype == torch.uint16 else b,
+                             s.view(torch.int16) if s.dtype == torch.uint16 else s) for b, s in zip(bufs, sent.values()))
+        Path(out).write_text(str(ok))
+    comm.shutdown()
+
+
+def test_odd_shapes_and_dtypes_transfer_exactly(tmp_path):
+    out = tmp_path / "ok.txt"
+    mp.spawn(_transfer_worker, args=(comm.free_loopback_port(), str(out)), nprocs=2)
+    assert out.read_text() == "True"
+
+
+def _model(path: Path) -> dict:
+    return load_checkpoint(path)[0]["model"]
+
+
+def test_disaggregated_equals_single_bitwise(tmp_path):
+    args = ["train", "--preset", "quickstart", "--max-iterations", "2", *TINY]
+    assert main([*args, "--run-dir", str(tmp_path / "single")]) == 0
+    assert main([*args, "--runtime", "disagg", "--sim-ranks", "2", "--run-dir", str(tmp_path / "disagg")]) == 0
+    a = _model(tmp_path / "single" / "checkpoints" / "iter_000002.pt")
+    b = _model(tmp_path / "disagg" / "checkpoints" / "iter_000002.pt")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    roles = sorted(Path(tmp_path / "disagg" / "ranks").glob("*.json"))
+    assert [p.stem for p in roles] == ["0", "1", "2"]
+    assert '"learner"' in roles[2].read_text()
+
+
+def test_data_parallel_ranks_keep_identical_parameters(tmp_path):
+    run = tmp_path / "dp"
+    assert main(["train", "--preset", "quickstart", "--max-iterations", "2", *TINY, "--runtime", "dp", "--ranks", "2",
+                 "--run-dir", str(run)]) == 0
+    a = _model(run / "checkpoints" / "iter_000002.pt")
+    b = _model(run / "checkpoints" / "iter_000002.rank1.pt")
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    initial = load_checkpoint(run / "checkpoints" / "iter_000002.pt")[0]
+    assert initial["iteration"] == 2
+
+
+@pytest.mark.slow
+def test_dead_sim_rank_stops_the_learner_with_a_checkpoint(tmp_path):
+    run = tmp_path / "fault"
+    cmd = [sys.executable, "-m", "dexrl.cli", "train", "--preset", "quickstart", *TINY, "--runtime", "disagg",
+           "--sim-ranks", "2", "--max-iterations", "100000", "--fault-timeout", "20", "--set", "checkpoint_every=1",
+           "--run-dir", str(run)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not list(run.glob("checkpoints/iter_*.pt")):
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.5)
+        victim = __import__("json").loads((run / "ranks" / "1.json").read_text())
+        assert victim["role"] == "sim"
+        killed = time.time()
+        os.kill(victim["pid"], signal.SIGKILL)
+        _, err = proc.communicate(timeout=60)
+        elapsed = time.time() - killed
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    assert elapsed < 40, elapsed
+    last = err.strip().splitlines()[-1]
+    assert "sim rank 1" in last and "resume" in last, last
+    payload, _ = load_checkpoint(run)
+    assert payload["model"] and payload["iteration"] >= 1
