@@ -61,7 +61,7 @@ def _train_config(a):
     overrides = list(a.set)
     flags = (("num_envs", "env.num_envs"), ("max_iterations", "max_iterations"), ("device", "env.device"),
              ("runtime", "runtime"), ("sim_ranks", "sim_ranks"), ("ranks", "ranks"), ("backend", "backend"),
-             ("fault_timeout", "fault_timeout_s"))
+             ("fault_timeout", "fault_timeout_s"), ("adr", "adr"))
     for flag, key in flags:
         if getattr(a, flag) is not None:
             overrides.append(f"{key}={getattr(a, flag)}")
@@ -194,6 +194,14 @@ def cmd_scene(a) -> None:
     print(f"wrote {a.out} ({len(xml):,} bytes)")
 
 
+def cmd_report(a) -> None:
+    from dexrl.report import report
+
+    markdown, png = report(a.run_dirs, a.out)
+    print(markdown)
+    print(f"ADR progress plot: {png}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dexrl", description="End-to-end RL for dexterous grasping on MuJoCo Warp.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -219,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ranks", type=int, help="dp: processes, each simulating num_envs / ranks worlds")
     p.add_argument("--backend", choices=("auto", "nccl", "gloo"), help="torch.distributed backend (default auto)")
     p.add_argument("--fault-timeout", type=float, help="seconds before a silent rank stops the run (default 60)")
+    p.add_argument("--adr", choices=("on", "off", "max"),
+                   help="automatic domain randomization: on (default), off (fixed configured ranges), max (terminal ranges)")
     p.add_argument("--rdzv-endpoint", help="HOST:PORT for the ranks' rendezvous (default: a free loopback port)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any option, e.g. --set ppo.lr=3e-4 --set env.camera.width=80 (repeatable)")
@@ -269,6 +279,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--iterations", type=int, default=2)
     b.add_argument("--json", action="store_true")
     b.set_defaults(fn=cmd_bench_learner)
+
+    p = sub.add_parser("report", help="Table II over runs: ADR progress, % reaching full ADR, success rate; ADR plot")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", help="folder for adr_progress.png (default: beside the first run)")
+    p.set_defaults(fn=cmd_report)
 
     p = sub.add_parser("scene", help="write the compiled scene as MJCF that plain MuJoCo loads")
     _env_args(p, 1, "160x120")

@@ -36,6 +36,9 @@ class TrainConfig:
     learner_device: str = ""  # "" = env.device
     backend: str = "auto"  # torch.distributed backend: auto (nccl if each rank has a GPU, else gloo), nccl, gloo
     fault_timeout_s: float = 60.0  # a silent or dead peer stops the run within this time
+    # Automatic Domain Randomization: on (start ranges, widen with success), off (the env's
+    # configured ranges, fixed), max (terminal ranges from the start: distillation, eval).
+    adr: str = "on"
 
     def __post_init__(self):
         if self.policy_input not in POLICY_INPUTS:
@@ -48,6 +51,8 @@ class TrainConfig:
         if parts < 1 or self.env.num_envs % parts:
             raise ValueError(f"env.num_envs ({self.env.num_envs}) must split evenly over {parts} "
                              f"{'sim ranks' if self.runtime == 'disagg' else 'ranks'}")
+        if self.adr not in ("on", "off", "max"):
+            raise ValueError(f"adr must be on, off or max, got {self.adr!r}")
         if self.fault_timeout_s <= 0:
             raise ValueError("fault_timeout_s must be > 0")
         if self.max_iterations < 1 or self.checkpoint_every < 1:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -309,6 +309,11 @@ class GraspEnv:
     def _render(self) -> None:
         if self.rig is not None:
             self.rig.render()
+
+    def set_randomization(self, randomization, reward) -> None:
+        """New domain-randomization ranges (each world samples them at its next reset) and
+        reward weights (from the next step): how ADR widens the task."""
+        self.cfg = replace(self.cfg, randomization=randomization, reward=reward)
 
     def close(self) -> None:
         self.rig = None

@@ -13,7 +13,7 @@ from dexrl.config.train import TrainConfig
 from dexrl.envs.grasp import GraspEnv
 from dexrl.rl import DistributedHooks, merge_moments_stacked
 from dexrl.runtime import comm
-from dexrl.runtime.single import Trainer
+from dexrl.runtime.single import Trainer, adr_env_config
 
 
 def _moments(count: torch.Tensor, mean: torch.Tensor, m2: torch.Tensor):
@@ -34,7 +34,12 @@ def _mean_stats(stats: dict) -> dict:
 
 def build_rank(cfg: TrainConfig, info: comm.DistInfo, device: str) -> Trainer:
     n = cfg.env.num_envs // cfg.ranks
-    env = GraspEnv(replace(cfg.env, num_envs=n, world_offset=info.rank * n, device=device))
+    env = GraspEnv(replace(adr_env_config(cfg), num_envs=n, world_offset=info.rank * n, device=device))
     hooks = DistributedHooks(grads=comm.all_reduce_mean_grads, mean=comm.all_reduce_mean, moments=_moments)
     return Trainer.build(cfg, env=env, hooks=hooks, rank=info.rank, is_logger=info.rank == 0,
-                         stats_reduce=_mean_stats, after_init=lambda m: comm.broadcast_module(m, 0))
+                         stats_reduce=_mean_stats, after_init=lambda m: comm.broadcast_module(m, 0), agree=agree)
+
+
+def agree(proposal: bool) -> bool:
+    """ADR: an increment only when every rank proposes it (the global minimum decides)."""
+    return bool(comm.all_reduce_min(torch.tensor([int(proposal)]))[0])

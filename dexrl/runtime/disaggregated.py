@@ -21,7 +21,7 @@ from dexrl.envs.rewards import REWARD_TERMS
 from dexrl.rl import decode_depth, encode_depth
 from dexrl.runtime import comm
 
-CMD_STEP, CMD_STATE, CMD_LOAD, CMD_STOP = 0, 1, 2, 3
+CMD_STEP, CMD_STATE, CMD_LOAD, CMD_STOP, CMD_RANGES = 0, 1, 2, 3, 4
 AUX = tuple(REWARD_TERMS) + ("success", "done", "episode_return", "episode_length", "episode_success")
 # A sim rank waits this long for the learner's next command (the learner's PPO update runs
 # in between) before deciding the learner is gone.
@@ -34,8 +34,10 @@ def wire_keys(cfg: TrainConfig) -> tuple[str, ...]:
 
 
 def sim_env_config(cfg: TrainConfig, sim_index: int, device: str):
+    from dexrl.runtime.single import adr_env_config
+
     n = cfg.env.num_envs // cfg.sim_ranks
-    return replace(cfg.env, num_envs=n, world_offset=sim_index * n, device=device)
+    return replace(adr_env_config(cfg), num_envs=n, world_offset=sim_index * n, device=device)
 
 
 # ---- simulator rank (Algorithm 1) ----------------------------------------------------------
@@ -84,6 +86,8 @@ class SimRank:
                 comm.send_object(env.state_dict(), learner)
             elif cmd == CMD_LOAD:
                 env.load_state_dict(comm.recv_object(learner))
+            elif cmd == CMD_RANGES:  # ADR moved: new randomization ranges and reward weights
+                env.set_randomization(*comm.recv_object(learner))
             elif cmd == CMD_STOP:
                 return
 
@@ -188,6 +192,12 @@ class RemoteEnvs:
         self._send_all(CMD_LOAD)
         for rank, shard in zip(self.sims, state["shards"]):
             comm.send_object(shard, rank)
+
+    def set_randomization(self, randomization, reward) -> None:
+        self.cfg = replace(self.cfg, randomization=randomization, reward=reward)
+        self._send_all(CMD_RANGES)
+        for rank in self.sims:
+            comm.send_object((randomization, reward), rank)
 
     def close(self) -> None:
         self._send_all(CMD_STOP)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
+from dexrl import adr
 from dexrl.config.train import TrainConfig, to_dict
 from dexrl.envs.grasp import GraspEnv
 from dexrl.models import ActorCritic, ObsSpec
@@ -17,6 +18,14 @@ from dexrl.runtime.checkpoint import save_checkpoint
 from dexrl.runtime.collector import Collector, PhaseTimer
 from dexrl.runtime.comm import RankFailure
 from dexrl.runtime.logger import RunLogger
+
+
+def adr_env_config(cfg: TrainConfig):
+    """The env config with the ADR mode's initial ranges, so the very first episodes use them."""
+    if cfg.adr == "off":
+        return cfg.env
+    r, w = adr.apply(adr.initial_state(cfg.adr), cfg.env.randomization, cfg.env.reward)
+    return replace(cfg.env, randomization=r, reward=w)
 
 
 def obs_spec(cfg: TrainConfig, obs: dict[str, torch.Tensor], action_dim: int) -> ObsSpec:
@@ -44,14 +53,34 @@ class Trainer:
     rank: int = 0
     is_logger: bool = True  # writes the run directory and the main checkpoint
     stats_reduce: object = None  # callable: per-rank stats dict -> mean over ranks
+    agree: object = None  # callable: this rank's ADR proposal (bool) -> the decision all ranks take
+    adr_state: adr.ADRState = field(default_factory=adr.ADRState)
     iteration: int = 0
     env_steps: int = 0
 
+    def __post_init__(self):
+        self.adr_state = adr.initial_state(self.cfg.adr)
+        self._apply_adr()
+
+    def _apply_adr(self) -> None:
+        if self.cfg.adr != "off":
+            self.env.set_randomization(*adr.apply(self.adr_state, self.cfg.env.randomization, self.cfg.env.reward))
+
+    def _step_adr(self, stats: dict) -> None:
+        """One ADR decision per iteration from this rollout's success and resets."""
+        proposal = adr.propose(self.adr_state, stats["success_rate"], stats["episodes"])
+        agreed = self.agree(proposal) if self.agree is not None else proposal
+        new = adr.update(self.adr_state, stats["episodes"], agreed, self.cfg.adr)
+        if new.level != self.adr_state.level:
+            self.adr_state = new
+            self._apply_adr()
+        self.adr_state = new
+
     @classmethod
     def build(cls, cfg: TrainConfig, env=None, device: torch.device | None = None, hooks: DistributedHooks | None = None,
-              rank: int = 0, is_logger: bool = True, stats_reduce=None, after_init=None) -> "Trainer":
+              rank: int = 0, is_logger: bool = True, stats_reduce=None, after_init=None, agree=None) -> "Trainer":
         torch.manual_seed(cfg.seed)
-        env = env if env is not None else GraspEnv(cfg.env)
+        env = env if env is not None else GraspEnv(adr_env_config(cfg))
         device = device if device is not None else env.device
         first_obs = env.reset()
         spec = obs_spec(cfg, first_obs, env.action_dim)
@@ -62,7 +91,7 @@ class Trainer:
         storage = RolloutStorage(spec, cfg.model, cfg.ppo, env.n, device)
         collector = Collector(env, model, spec, device, first_obs, cfg.ppo.image_dtype)
         torch.manual_seed(cfg.seed + 1 + rank)  # exploration noise: distinct per rank, reproducible
-        return cls(cfg, env, model, ppo, storage, collector, device, rank, is_logger, stats_reduce)
+        return cls(cfg, env, model, ppo, storage, collector, device, rank, is_logger, stats_reduce, agree)
 
     # ---- checkpoints ------------------------------------------------------------------
     def state_dict(self, with_env: bool = True) -> dict:
@@ -70,7 +99,7 @@ class Trainer:
             "iteration": self.iteration, "env_steps": self.env_steps, "model": self.model.state_dict(),
             "ppo": self.ppo.state_dict(), "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
-            "env": None, "collector": None,
+            "env": None, "collector": None, "adr": vars(self.adr_state).copy(),
         }
         if with_env:
             state.update(env=self.env.state_dict(), collector=self.collector.state_dict())
@@ -86,6 +115,9 @@ class Trainer:
         if payload.get("cuda_rng") is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state_all(payload["cuda_rng"])
         self.iteration, self.env_steps = payload["iteration"], payload["env_steps"]
+        if "adr" in payload:
+            self.adr_state = adr.ADRState(**payload["adr"])
+            self._apply_adr()
 
     def save(self, run_dir: Path, with_env: bool = True) -> Path:
         """The main checkpoint (logger rank) or this rank's shard of environment state."""
@@ -108,6 +140,7 @@ class Trainer:
                 if logger is not None:
                     logger.log(row)
                 bar.set_postfix({"steps/s": f"{row['env_steps_per_s']:.0f}", "success": f"{row['success_rate']:.2f}",
+                                 "adr": f"{row['adr/progress']:.2f}",
                                  **{k.split('/')[1]: f"{v:.3f}" for k, v in row.items() if k.startswith("reward/")}})
                 bar.update(1)
                 if self.iteration % cfg.checkpoint_every == 0 or self.iteration == cfg.max_iterations:
@@ -131,10 +164,11 @@ class Trainer:
         stats = self.collector.collect(self.storage, timer)
         if self.stats_reduce is not None:
             stats = self.stats_reduce(stats)
+        self._step_adr(stats)
         losses = self.ppo.update(self.storage)
         self.iteration += 1
         self.env_steps += cfg.ppo.num_steps * n
         seconds = time.perf_counter() - start
         return {"iteration": self.iteration - 1, "env_steps": self.env_steps,
-                "env_steps_per_s": cfg.ppo.num_steps * n / seconds, **stats, **losses,
+                "env_steps_per_s": cfg.ppo.num_steps * n / seconds, **stats, **adr.metrics(self.adr_state), **losses,
                 **{f"time/{k}_s": v for k, v in timer.seconds.items()}, "time/iteration_s": seconds}

@@ -65,7 +65,7 @@ class BatchedPhysics:
         t = wp.to_torch
         # State views, (N, ...) each.
         self.qpos, self.qvel, self.ctrl = t(d.qpos), t(d.qvel), t(d.ctrl)
-        self.xfrc_applied = t(d.xfrc_applied)  # (N, nbody, 6) torque then force
+        self.xfrc_applied = t(d.xfrc_applied)  # (N, nbody, 6) force (N) then torque (N·m), as MuJoCo
         self.xpos, self.xquat = t(d.xpos), t(d.xquat)  # (N, nbody, 3), (N, nbody, 4)
         self.site_xpos = t(d.site_xpos)  # (N, nsite, 3)
         self.xanchor, self.xaxis = t(d.xanchor), t(d.xaxis)  # (N, njnt, 3)

@@ -6,28 +6,16 @@ import pytest
 import torch
 
 from dexrl.cli import main
-from dexrl.config.env import CameraConfig, EnvConfig
-from dexrl.config.rl import ModelConfig, PPOConfig
-from dexrl.config.train import TrainConfig, apply_overrides, dumps, loads, preset
+from dexrl.config.train import apply_overrides, dumps, loads, preset
 from dexrl.runtime.checkpoint import CheckpointError, load_checkpoint
 from dexrl.runtime.single import Trainer
-
-
-def tiny(max_iterations: int, **env) -> TrainConfig:
-    return TrainConfig(
-        preset="tiny",
-        env=EnvConfig(num_envs=4, camera=CameraConfig(width=16, height=12), **env),
-        model=ModelConfig(lstm_hidden=16, lstm_layers=1, mlp=(16, 16), critic_mlp=(16, 16), encoder_channels=(4, 4, 4, 4)),
-        ppo=PPOConfig(num_steps=4, seq_length=4, num_minibatches=2, num_epochs=2, lr=1e-3),
-        max_iterations=max_iterations, checkpoint_every=2,
-    )
 
 
 def params(trainer: Trainer) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in trainer.model.state_dict().items()}
 
 
-def test_resume_is_bitwise_identical(tmp_path):
+def test_resume_is_bitwise_identical(tmp_path, tiny):
     straight = Trainer.build(tiny(4))
     straight.train(tmp_path / "a", progress=False)
 
