@@ -134,6 +134,11 @@ def cmd_eval(a) -> None:
         cfg = replace(trained, num_envs=a.num_envs, device=a.device, seed=a.seed)
     else:
         cfg = env_config(a, depth=False)
+    if a.adr == "max":  # evaluate under the terminal randomization ranges
+        from dexrl import adr
+
+        r, w = adr.apply(adr.initial_state("max"), cfg.randomization, cfg.reward)
+        cfg = replace(cfg, randomization=r, reward=w)
     result = evaluate(cfg, None if payload else a.policy, a.episodes, payload, a.video)
     _print_table(f"eval: {result['policy']} policy", result)
     if a.json:
@@ -240,6 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", help="a trained checkpoint (file or run directory): deterministic actions")
     p.add_argument("--episodes", type=int, default=16)
     p.add_argument("--video", help="also write a video (.mp4/.gif) of world 0's first episode")
+    p.add_argument("--adr", choices=("off", "max"), default="off",
+                   help="off: the environment's configured ranges (default); max: ADR's terminal ranges")
     p.add_argument("--json", action="store_true", help="print one JSON line last")
     p.set_defaults(fn=cmd_eval)
 

@@ -43,7 +43,7 @@ PARAMS = (
     Param("joint_friction", "randomization", (0.0, 0.0), (0.0, 5.0)),
     Param("mass_scale", "randomization", (1.0, 1.0), (0.5, 3.0)),
     Param("disturbance_accel", "randomization", 0.0, 10.0),  # m/s^2
-    Param("spawn_width_m", "randomization", 0.0, 0.5),
+    Param("spawn_width_m", "randomization", (0.0, 0.0), (0.5, 0.8)),  # x, y widths
     Param("spawn_tilt_rad", "randomization", 0.0, 3.14159),
     Param("object_pos_noise_m", "randomization", 0.0, 0.03),
     Param("object_pos_bias_m", "randomization", 0.0, 0.02),

@@ -62,7 +62,9 @@ class RandomizationConfig:
     joint_friction: tuple[float, float] = (0.0, 0.0)  # frictionloss, N·m
     mass_scale: tuple[float, float] = (1.0, 1.0)
     disturbance_accel: float = 0.0  # m/s^2: force = mass * U(0, value), resampled each second
-    spawn_width_m: float = 0.0  # object spawn xy uniform in +-width/2 around the spawn point
+    # Object spawn area (x width, y width), m: xy uniform in +-width/2 around the spawn point;
+    # ADR's terminal (0.5, 0.8) is the whole termination box x in [-0.8, -0.3], y in [-0.3, 0.5].
+    spawn_width_m: tuple[float, float] = (0.0, 0.0)
     spawn_tilt_rad: float = 0.0  # object initial rotation: random axis, angle U(0, value)
     object_pos_noise_m: float = 0.0
     object_pos_bias_m: float = 0.0
@@ -77,6 +79,10 @@ class RandomizationConfig:
 
     def __post_init__(self):
         for name, value in vars(self).items():
+            if name == "spawn_width_m":  # two widths, not a range
+                if len(value) != 2 or min(value) < 0:
+                    raise ValueError(f"randomization.spawn_width_m must be two non-negative widths (x, y), got {value!r}")
+                continue
             lo, hi = (value if isinstance(value, tuple) else (0.0, value))
             if lo > hi or lo < 0:
                 raise ValueError(f"randomization.{name} must be a non-negative range lo <= hi, got {value!r}")

@@ -111,11 +111,11 @@ class Randomizer:
         _put(f["cam_quat"], mask, quat_mul(dq3, base_quat), self.cams)
 
     def spawn_pose(self, r: RandomizationConfig, draws: Draws) -> tuple[torch.Tensor, torch.Tensor]:
-        """Object spawn: xy + U(-w/2, w/2), dropped from z = 0.5 m, tilted by U(0, tilt)
-        about a random axis. Returns position (N, 3) and quaternion (N, 4)."""
-        w = 0.5 * r.spawn_width_m
+        """Object spawn: x + U(-wx/2, wx/2), y + U(-wy/2, wy/2), dropped from z = 0.5 m, tilted
+        by U(0, tilt) about a random axis. Returns position (N, 3) and quaternion (N, 4)."""
+        half = 0.5 * torch.tensor(r.spawn_width_m, device=self.dev)  # (2,) m
         pos = torch.tensor(OBJECT_SPAWN, device=self.dev).repeat(self.n, 1)  # (N, 3) m
-        pos[:, :2] += draws.uniform(Stream.RESET_SPAWN_XY, (2,), -w, w)
+        pos[:, :2] += (2.0 * draws.uniform(Stream.RESET_SPAWN_XY, (2,)) - 1.0) * half
         angle = draws.uniform(Stream.RESET_SPAWN_ANGLE, (), 0.0, r.spawn_tilt_rad)  # (N,) rad
         quat = axis_angle_quat(angle, draws.normal(Stream.RESET_SPAWN_AXIS, (3,)))  # (N, 4)
         return pos, quat

@@ -82,16 +82,11 @@ START_QPOS = np.array(START_ARM + START_HAND)  # (23,)
 
 
 def quat_from_rpy(roll: float, pitch: float, yaw: float) -> np.ndarray:
-    """URDF fixed-axis rpy (R = Rz(yaw) Ry(pitch) Rx(roll)) as a MuJoCo wxyz quaternion."""
-    cr, sr = np.cos(roll / 2), np.sin(roll / 2)
-    cp, sp = np.cos(pitch / 2), np.sin(pitch / 2)
-    cy, sy = np.cos(yaw / 2), np.sin(yaw / 2)
-    return np.array([
-        cr * cp * cy + sr * sp * sy,
-        sr * cp * cy - cr * sp * sy,
-        cr * sp * cy + sr * cp * sy,
-        cr * cp * sy - sr * sp * cy,
-    ])
+    """URDF fixed-axis rpy (R = Rz(yaw) Ry(pitch) Rx(roll)) as a MuJoCo wxyz quaternion:
+    MuJoCo's extrinsic "XYZ" sequence."""
+    quat = np.zeros(4)
+    mujoco.mju_euler2Quat(quat, np.array([roll, pitch, yaw], dtype=float), "XYZ")
+    return quat
 
 
 def _v(x) -> str:

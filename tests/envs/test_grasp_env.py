@@ -15,7 +15,7 @@ from dexrl.sim.objects import ObjectSetConfig
 
 N, A, H, W = 4, 23, 12, 16
 WIDE = RandomizationConfig(friction=(0.5, 1.2), kp_scale=(0.5, 2.0), kd_scale=(0.5, 2.0), mass_scale=(0.5, 3.0),
-                           joint_friction=(0.0, 5.0), spawn_width_m=0.1, spawn_tilt_rad=0.5,
+                           joint_friction=(0.0, 5.0), spawn_width_m=(0.1, 0.1), spawn_tilt_rad=0.5,
                            reset_joint_pos_noise=0.05, reset_joint_vel_noise=0.1)
 
 

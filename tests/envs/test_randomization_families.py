@@ -24,9 +24,9 @@ def _reset(env, **ranges):
 
 
 def test_spawn_width_and_tilt(env):
-    _reset(env, spawn_width_m=0.4, spawn_tilt_rad=3.0)
-    xy = env.object_pos[:, :2] - torch.tensor(OBJECT_SPAWN[:2])  # (N, 2) offsets, U(-0.2, 0.2)
-    assert xy.abs().max() <= 0.2 + 1e-6 and xy.std() > 0.02
+    _reset(env, spawn_width_m=(0.4, 0.2), spawn_tilt_rad=3.0)
+    xy = env.object_pos[:, :2] - torch.tensor(OBJECT_SPAWN[:2])  # (N, 2): x U(-0.2, 0.2), y U(-0.1, 0.1)
+    assert xy[:, 0].abs().max() <= 0.2 + 1e-6 and xy[:, 1].abs().max() <= 0.1 + 1e-6 and xy[:, 0].std() > 0.02
     angle = 2 * torch.acos(env.object_quat[:, 0].abs().clamp(max=1))  # (N,) U(0, 3)
     assert angle.max() <= 3.0 + 1e-4 and angle.min() > 0.0
     _reset(env)  # width 0, tilt 0: exactly the spawn point, upright
