@@ -57,7 +57,10 @@ def _train_config(a):
     from dexrl.runtime.checkpoint import load_checkpoint
 
     payload, path = (load_checkpoint(a.resume) if a.resume else (None, None))
-    cfg = from_dict(TrainConfig, payload["config"]) if payload else preset(a.preset)
+    try:
+        cfg = from_dict(TrainConfig, payload["config"]) if payload else preset(a.preset)
+    except ValueError as exc:
+        raise ValueError(f"checkpoint {path} holds a config this dexrl version cannot read ({exc})") from None
     overrides = list(a.set)
     flags = (("num_envs", "env.num_envs"), ("max_iterations", "max_iterations"), ("device", "env.device"),
              ("runtime", "runtime"), ("sim_ranks", "sim_ranks"), ("ranks", "ranks"), ("backend", "backend"),

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from dexrl.config.train import RUNTIMES
 
-PROGRESS_KEYS = ("adr/progress", "adr_progress")  # the second: the spelling in the issue text
-FULL_KEYS = ("adr/full", "adr_full")
+PROGRESS_KEYS = ("adr_progress",)
+FULL_KEYS = ("adr_full",)
 SR_TAIL_FRACTION = 0.1  # SR = mean success_rate over the last 10% of iterations (at least 1)
 PNG_NAME = "adr_progress.png"
 
@@ -122,7 +122,7 @@ def summarize(runs: list[Run]) -> list[dict]:
     (single, dp, disagg). Fractions in 0..1:
 
     - adr_inc: mean over runs of the final ADR progress (no ADR metrics -> 0, counted in no_adr),
-    - full_adr: share of runs whose adr/full ever reached 1,
+    - full_adr: share of runs whose adr_full ever reached 1,
     - sr: mean over the runs that reached full ADR of their success rate (`Run.success_rate`);
       0.0 when none did, as the paper reports it.
     """

@@ -23,9 +23,9 @@ def rows(n, success, progress=None, full=None):
     for i in range(n):
         row = {"iteration": i, "env_steps": 1000 * (i + 1), "success_rate": success[i], "episode/success": 0.0}
         if progress is not None:
-            row["adr/progress"] = progress[i]
-            row["adr/full"] = full[i]
-            row["adr/param/friction"] = progress[i]
+            row["adr_progress"] = progress[i]
+            row["adr_full"] = full[i]
+            row["adr_param/friction"] = progress[i]
         out.append(row)
     return out
 

@@ -107,8 +107,8 @@ def apply(state: ADRState, randomization: RandomizationConfig, reward: RewardCon
 
 
 def metrics(state: ADRState, params: tuple[Param, ...] = PARAMS) -> dict[str, float]:
-    """adr/progress (mean over parameters), adr/full, adr/level and adr/param/<name>: with one
+    """adr_progress (mean over parameters), adr_full, adr_level and adr_param/<name>: with one
     shared level every parameter has the same progress."""
-    out = {"adr/progress": state.progress, "adr/full": float(state.full), "adr/level": float(state.level)}
-    out.update({f"adr/param/{p.name}": state.progress for p in params})
+    out = {"adr_progress": state.progress, "adr_full": float(state.full), "adr_level": float(state.level)}
+    out.update({f"adr_param/{p.name}": state.progress for p in params})
     return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
 import typing
 from dataclasses import dataclass, field
 
@@ -115,31 +116,40 @@ def to_dict(cfg) -> dict:
     return dataclasses.asdict(cfg)
 
 
-def _coerce(tp, value):
+class ConfigFormError(ValueError):
+    """A stored config whose value does not fit the current option's type."""
+
+
+def _coerce(tp, value, path: str):
     """A JSON value as type ``tp`` (dataclasses recursively, lists to tuples)."""
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value)
+        return from_dict(tp, value, path + ".")
     if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigFormError(f"option {path} must be a list, got {value!r}")
         args = typing.get_args(tp)
         inner = args[0] if args else typing.Any
-        return tuple(_coerce(inner, v) for v in value)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        return tuple(_coerce(inner, v, path) for v in value)
+    if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return value if value is None else _coerce(args[0], value)
+        return value if value is None else _coerce(args[0], value, path)
     if tp is float and isinstance(value, int):
         return float(value)
     return value
 
 
-def from_dict(cls, data: dict):
-    """Build dataclass ``cls`` from a dict; an unknown key fails naming it."""
+def from_dict(cls, data: dict, path: str = ""):
+    """Build dataclass ``cls`` from a dict; an unknown key or a value of the wrong form fails
+    naming the option's full path."""
+    if not isinstance(data, dict):
+        raise ConfigFormError(f"option {path.rstrip('.') or cls.__name__} must be a section, got {data!r}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - names
     if unknown:
-        raise ValueError(f"unknown {cls.__name__} option(s): {', '.join(sorted(unknown))}")
-    return cls(**{k: _coerce(hints[k], v) for k, v in data.items()})
+        raise ValueError(f"unknown option(s): {', '.join(path + k for k in sorted(unknown))}")
+    return cls(**{k: _coerce(hints[k], v, path + k) for k, v in data.items()})
 
 
 def dumps(cfg: TrainConfig) -> str:

@@ -140,7 +140,7 @@ class Trainer:
                 if logger is not None:
                     logger.log(row)
                 bar.set_postfix({"steps/s": f"{row['env_steps_per_s']:.0f}", "success": f"{row['success_rate']:.2f}",
-                                 "adr": f"{row['adr/progress']:.2f}",
+                                 "adr": f"{row['adr_progress']:.2f}",
                                  **{k.split('/')[1]: f"{v:.3f}" for k, v in row.items() if k.startswith("reward/")}})
                 bar.update(1)
                 if self.iteration % cfg.checkpoint_every == 0 or self.iteration == cfg.max_iterations:

@@ -54,7 +54,7 @@ def test_ranges_interpolate_linearly():
     r0, _ = adr.apply(adr.ADRState(level=0), RandomizationConfig(), RewardConfig())
     assert r0 == RandomizationConfig()  # the start values are the env's defaults
     m = adr.metrics(adr.ADRState(level=25))
-    assert m["adr/progress"] == 0.5 and m["adr/full"] == 0.0 and m["adr/param/kp_scale"] == 0.5
+    assert m["adr_progress"] == 0.5 and m["adr_full"] == 0.0 and m["adr_param/kp_scale"] == 0.5
 
 
 def _agree_worker(rank: int, port: int, proposals: list, out: str):

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import dexrl.bench.capacity as cap
+import dexrl.bench.capacity.validate as cap_validate
 from dexrl.bench.capacity import Budget, Parts
 
 torch.set_num_threads(1)
@@ -151,7 +152,7 @@ def test_validate_role_reports_running_out_of_memory(monkeypatch):
     def oom(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(cap, "_allocate_role", oom)
+    monkeypatch.setattr(cap_validate, "_allocate_role", oom)
     out = cap.validate_role("sim", 4, RES, device="cpu", preset="quickstart")
     assert out["fits"] is False and "out of memory" in out["error"]
     with pytest.raises(ValueError, match="role must be one of"):

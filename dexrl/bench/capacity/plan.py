@@ -1,0 +1,180 @@
+"""Pure memory model and planner: bytes per role at N worlds, max worlds per GPU, Table I."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Callable
+
+from dexrl.models.actor_critic import recurrent_state_shapes
+
+GIB, MIB = 2**30, 2**20
+AUX_FLOATS = 4 + 1 + 1 + 16  # reward, terminated, truncated, episode statistics / ADR feedback
+
+
+def transit_bytes_per_world(width: int, height: int, proprio_dim: int = 69, critic_dim: int = 135,
+                            teacher_dim: int = 87, action_dim: int = 23, aux_floats: int = AUX_FLOATS) -> int:
+    """Bytes one world moves per step between a sim rank and the learner: depth float16 (H*W*2),
+    float32 vectors (proprio, critic, state teacher, reward/flags/aux) and the float32 action back."""
+    return width * height * 2 + 4 * (proprio_dim + critic_dim + teacher_dim + aux_floats + action_dim)
+
+
+def policy_state_bytes_per_env(model_cfg) -> int:
+    """The learner's live recurrent carry per env: float32 (layers, hidden) per state tensor."""
+    return sum(4 * layers * hidden for layers, hidden in recurrent_state_shapes(model_cfg).values())
+
+
+@dataclass
+class Parts:
+    """Measured memory of each part, bytes (see the package docstring)."""
+
+    resolution: str = ""
+    device: str = ""
+    preset: str = ""
+    num_steps: int = 16
+    num_minibatches: int = 4
+    physics_fixed: float = 0.0
+    physics_per_world: float = 0.0
+    physics_per_world_sq: float = 0.0
+    render_fixed: float = 0.0
+    render_per_world: float = 0.0
+    env_fixed: float = 0.0
+    env_per_world: float = 0.0
+    transit_per_world: float = 0.0
+    storage_per_env: float = 0.0
+    policy_state_per_env: float = 0.0
+    update_per_minibatch_env: float = 0.0
+    update_peak_slope: float = 0.0  # reference: the update phase's raw two-point peak slope
+    inference_per_env: float = 0.0
+    params_bytes: float = 0.0
+    learner_fixed: float = 0.0
+    sim_overhead_measured: float | None = None
+    samples: dict = field(default_factory=dict)  # raw measurements: part -> {count: bytes}
+
+    @property
+    def sim_fixed(self) -> float:
+        return self.physics_fixed + self.render_fixed + self.env_fixed
+
+    @property
+    def sim_per_world(self) -> float:
+        return self.physics_per_world + self.render_per_world + self.env_per_world
+
+
+@dataclass(frozen=True)
+class Budget:
+    gpus: int
+    gpu_mem_bytes: float
+    sim_overhead_bytes: float = 1.0 * GIB
+    context_bytes: float = 0.5 * GIB
+    multiple: int = 64
+    minibatch_envs: int | None = None  # fixed minibatch (envs); None: N / num_minibatches
+
+    def __post_init__(self) -> None:
+        if self.gpus < 2:
+            raise ValueError(f"the plan compares data parallel with disaggregated, which needs >= 2 GPUs, got {self.gpus}")
+        if self.gpu_mem_bytes <= 0 or self.multiple < 1:
+            raise ValueError("gpu memory must be > 0 and multiple >= 1")
+
+
+def learner_transient_bytes(p: Parts, b: Budget, n: int) -> float:
+    """max(update of one minibatch, inference on all n envs)."""
+    mb_envs = b.minibatch_envs if b.minibatch_envs is not None else n / p.num_minibatches
+    return max(p.update_per_minibatch_env * mb_envs, p.inference_per_env * n)
+
+
+def sim_rank_bytes(p: Parts, b: Budget, n: int) -> float:
+    return (b.context_bytes + b.sim_overhead_bytes + p.sim_fixed + n * (p.sim_per_world + p.transit_per_world)
+            + p.physics_per_world_sq * n * n)
+
+
+def learner_rank_bytes(p: Parts, b: Budget, n: int) -> float:
+    return (b.context_bytes + p.learner_fixed + n * (p.storage_per_env + p.policy_state_per_env + p.transit_per_world)
+            + learner_transient_bytes(p, b, n))
+
+
+def dp_rank_bytes(p: Parts, b: Budget, n: int) -> float:
+    return (b.context_bytes + b.sim_overhead_bytes + p.sim_fixed + p.learner_fixed
+            + n * (p.sim_per_world + p.storage_per_env + p.policy_state_per_env)
+            + p.physics_per_world_sq * n * n + learner_transient_bytes(p, b, n))
+
+
+def max_worlds(mem: Callable[[int], float], budget: float, multiple: int, limit: int = 1 << 30) -> int:
+    """Largest n <= limit, a multiple of `multiple`, with mem(n) <= budget (mem non-decreasing); 0 if none."""
+    if mem(multiple) > budget:
+        return 0
+    if mem(limit) <= budget:  # nothing grows with n: the limit stands for "unbounded"
+        return limit // multiple * multiple
+    lo, hi = 1, 2  # in units of `multiple`: mem(lo) fits, find hi that does not
+    while mem(hi * multiple) <= budget:
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if mem(mid * multiple) <= budget else (lo, mid)
+    return lo * multiple
+
+
+def plan(p: Parts, b: Budget) -> dict:
+    """Table I for one resolution: max worlds per GPU and in total, both layouts."""
+    m, sims = b.gpu_mem_bytes, b.gpus - 1
+    dp = max_worlds(lambda n: dp_rank_bytes(p, b, n), m, b.multiple)
+    sim_max = max_worlds(lambda n: sim_rank_bytes(p, b, n), m, b.multiple)
+    learner_max = max_worlds(lambda n: learner_rank_bytes(p, b, n), m, b.multiple * sims)
+    per_sim = min(sim_max, learner_max // sims)
+    total = per_sim * sims
+    return {
+        "dp_per_gpu": dp, "dp_total": dp * b.gpus, "sim_max_per_gpu": sim_max, "learner_max_total": learner_max,
+        "disagg_per_gpu": per_sim, "disagg_total": total, "ratio": total / (dp * b.gpus) if dp else None,
+        "disagg_bound": "learner" if learner_max // sims < sim_max else "sim",
+    }
+
+
+def _b(x: float | None) -> str:
+    if x is None:
+        return "n/a"
+    for unit, size in (("GiB", GIB), ("MiB", MIB), ("KiB", 1024)):
+        if abs(x) >= size:
+            return f"{x / size:,.2f} {unit}"
+    return f"{x:,.0f} B"
+
+
+def format_table(p: Parts, b: Budget, result: dict) -> str:
+    mb = f"fixed {b.minibatch_envs} envs" if b.minibatch_envs else f"N/{p.num_minibatches} envs"
+    rows = [
+        ("physics (model + data + step scratch)", p.physics_fixed, p.physics_per_world),
+        ("render context (depth)", p.render_fixed, p.render_per_world),
+        ("env tensors (torch, step peak)", p.env_fixed, p.env_per_world),
+        ("images in transit (per step)", None, p.transit_per_world),
+        ("rollout storage", None, p.storage_per_env),
+        ("policy state (recurrent carry)", None, p.policy_state_per_env),
+        (f"update per minibatch env ({mb})", None, p.update_per_minibatch_env),
+        ("  (raw peak slope, reference)", None, p.update_peak_slope),
+        ("inference (act on N envs)", None, p.inference_per_env),
+        ("learner fixed (params, Adam, grads, step)", p.learner_fixed, None),
+        ("sim overhead (parameter)", b.sim_overhead_bytes, None),
+        ("CUDA context (parameter, every GPU)", b.context_bytes, None),
+    ]
+    lines = [f"bench capacity {p.resolution}: parts measured on {p.device}, preset {p.preset}, "
+             f"{b.gpus} GPUs x {_b(b.gpu_mem_bytes)}",
+             f"  {'part':<44}{'fixed':>14}{'per world':>14}"]
+    lines += [f"  {name:<44}{_b(f) if f is not None else '-':>14}{_b(v) if v is not None else '-':>14}" for name, f, v in rows]
+    if p.physics_per_world_sq > 0:
+        lines.append(f"  physics grows as N^2: +{_b(p.physics_per_world_sq)} x N^2 (contact buffers sized nconmax * N "
+                     "per world; mujoco_warp's put_data takes nconmax per world)")
+    if p.sim_overhead_measured is not None:
+        lines.append(f"  sim overhead measured on this GPU: {_b(p.sim_overhead_measured)}")
+    r = result
+    lines += [
+        f"  {'Table I':<22}{'per GPU':>12}{'total':>12}",
+        f"  {'data parallel':<22}{r['dp_per_gpu']:>12,}{r['dp_total']:>12,}",
+        f"  {'disaggregated':<22}{r['disagg_per_gpu']:>12,}{r['disagg_total']:>12,}   "
+        f"({b.gpus - 1} sim GPUs; {r['disagg_bound']}-bound: sim max {r['sim_max_per_gpu']:,}/GPU, "
+        f"learner max {r['learner_max_total']:,})",
+        f"  {'ratio':<22}{'n/a (no DP rank fits)' if r['ratio'] is None else format(r['ratio'], '.2f'):>24}",
+    ]
+    return "\n".join(lines)
+
+
+def parts_json(p: Parts) -> dict:
+    d = dataclasses.asdict(p)
+    d["samples"] = {k: {str(n): v for n, v in s.items()} for k, s in p.samples.items()}
+    return d
