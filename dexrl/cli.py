@@ -162,7 +162,7 @@ def cmd_bench_throughput(a) -> None:
 
     parse_resolution(a.resolution)
     procs = a.sim_ranks if a.runtime == "disagg" else a.ranks if a.runtime == "dp" else 1
-    result = bench_throughput(a.runtime, a.num_envs, a.resolution, a.iterations, a.preset, procs, a.device)
+    result = bench_throughput(a.runtime, a.num_envs, a.resolution, a.iterations, a.preset, procs, a.device, a.pipeline)
     _print_table(f"bench throughput: {a.runtime}", result)
     if a.json:
         print(json.dumps(result))
@@ -263,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     b = bsub.add_parser("throughput", help="env-steps/s, per-phase seconds and bytes per step of a short training run")
     b.add_argument("--runtime", choices=("single", "dp", "disagg"), default="single")
     b.add_argument("--sim-ranks", type=int, default=2)
+    b.add_argument("--pipeline", action="store_true", help="disagg: two world groups per sim rank")
     b.add_argument("--ranks", type=int, default=2)
     b.add_argument("--num-envs", type=int, default=32)
     b.add_argument("--resolution", default="80x60")

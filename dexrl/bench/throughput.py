@@ -11,13 +11,13 @@ PHASES = ("physics", "render", "env", "sim", "transfer", "inference", "storage",
 
 
 def throughput_args(runtime: str, num_envs: int, resolution: str, iterations: int, preset: str, procs: int,
-                    device: str, run_dir: Path) -> list[str]:
+                    device: str, run_dir: Path, pipeline: bool = False) -> list[str]:
     w, h = resolution.lower().split("x")
     args = ["train", "--preset", preset, "--runtime", runtime, "--num-envs", str(num_envs), "--max-iterations",
             str(iterations), "--device", device, "--run-dir", str(run_dir), "--set", f"env.camera.width={w}",
             "--set", f"env.camera.height={h}", "--set", f"checkpoint_every={iterations}"]
     if runtime == "disagg":
-        args += ["--sim-ranks", str(procs)]
+        args += ["--sim-ranks", str(procs)] + (["--set", "pipeline=true"] if pipeline else [])
     elif runtime == "dp":
         args += ["--ranks", str(procs)]
     return args
@@ -40,14 +40,14 @@ def summarize(run_dir: Path, runtime: str, procs: int, skip: int = 1) -> dict:
 
 
 def bench_throughput(runtime: str, num_envs: int, resolution: str, iterations: int, preset: str, procs: int,
-                     device: str) -> dict:
+                     device: str, pipeline: bool = False) -> dict:
     from dexrl.cli import main
 
     with tempfile.TemporaryDirectory(prefix="dexrl-bench-") as tmp:
         run_dir = Path(tmp) / "run"
-        code = main(throughput_args(runtime, num_envs, resolution, iterations, preset, procs, device, run_dir))
+        code = main(throughput_args(runtime, num_envs, resolution, iterations, preset, procs, device, run_dir, pipeline))
         if code != 0:
             raise RuntimeError(f"the benchmark's training run failed (exit code {code})")
         result = summarize(run_dir, runtime, procs)
-    result.update(num_envs=num_envs, resolution=resolution, preset=preset, device=device)
+    result.update(num_envs=num_envs, resolution=resolution, preset=preset, device=device, pipeline=pipeline)
     return result

@@ -37,6 +37,9 @@ class TrainConfig:
     learner_device: str = ""  # "" = env.device
     backend: str = "auto"  # torch.distributed backend: auto (nccl if each rank has a GPU, else gloo), nccl, gloo
     fault_timeout_s: float = 60.0  # a silent or dead peer stops the run within this time
+    # disagg: each sim rank holds its worlds as two groups; the learner infers one group while
+    # the sims step the other (beyond the paper's Algorithms 1-2).
+    pipeline: bool = False
     # Automatic Domain Randomization: on (start ranges, widen with success), off (the env's
     # configured ranges, fixed), max (terminal ranges from the start: distillation, eval).
     adr: str = "on"
@@ -52,6 +55,8 @@ class TrainConfig:
         if parts < 1 or self.env.num_envs % parts:
             raise ValueError(f"env.num_envs ({self.env.num_envs}) must split evenly over {parts} "
                              f"{'sim ranks' if self.runtime == 'disagg' else 'ranks'}")
+        if self.pipeline and (self.runtime != "disagg" or (self.env.num_envs // max(self.sim_ranks, 1)) % 2):
+            raise ValueError("pipeline needs --runtime disagg and an even number of worlds per sim rank")
         if self.adr not in ("on", "off", "max"):
             raise ValueError(f"adr must be on, off or max, got {self.adr!r}")
         if self.fault_timeout_s <= 0:

@@ -83,16 +83,19 @@ class Collector:
             out[key] = decode_depth(encode_depth(out[key], self.image_dtype))
         return out
 
+    def _act_and_step(self, timer: PhaseTimer):
+        start = time.perf_counter()
+        out = self.model.act(self.obs, self.state, self.reset)
+        start = timer("inference", start)
+        res = self.env.step(out.action.to(self.env.device))
+        return out, res, timer("env", start)
+
     def collect(self, storage: RolloutStorage, timer: PhaseTimer) -> dict[str, float]:
         env, model = self.env, self.model
         stats = EpisodeStats()
         model.eval()
         for t in range(storage.cfg.num_steps):
-            start = time.perf_counter()
-            out = model.act(self.obs, self.state, self.reset)
-            start = timer("inference", start)
-            res = env.step(out.action.to(env.device))
-            start = timer("env", start)
+            out, res, start = self._act_and_step(timer)
             # Time-outs bootstrap from V(final state), computed from its critic observation.
             final = {k: res.info["final_critic"].to(self.device) for k in self.spec.value_vectors}
             truncated_values = torch.where(res.truncated.to(self.device), model.value(final, out.state), out.value)
@@ -119,3 +122,37 @@ class Collector:
         self.obs = {k: v.to(self.device) for k, v in state["obs"].items()}
         self.state = {k: v.to(self.device) for k, v in state["state"].items()}
         self.reset = state["reset"].to(self.device)
+
+
+class PipelinedCollector(Collector):
+    """For disaggregated sims that hold two world groups: infer group 1 while the sims step
+    group 0, so inference and transfer overlap simulation. Same rollout layout as Collector."""
+
+    def _act_and_step(self, timer: PhaseTimer):
+        env = self.env
+        outs = []
+        start = time.perf_counter()
+        for g, rows in enumerate(env.group_rows):  # rows: (N / 2,) global world ids of group g
+            out = self.model.act({k: v[rows] for k, v in self.obs.items()},
+                                 {k: v[:, rows] for k, v in self.state.items()}, self.reset[rows])
+            env.send_group(g, rows, out.action)
+            outs.append(out)
+        start = timer("inference", start)  # (includes sending; the sims are already stepping)
+        res = env.receive_groups()
+        return _merge(outs, env.group_rows, env.n), res, timer("env", start)
+
+
+def _merge(outs: list, rows: list[torch.Tensor], n: int):
+    """Group outputs back into one PolicyOutput over all N worlds."""
+    first = outs[0]
+
+    def cat(get, dim=0):
+        parts = [get(o) for o in outs]
+        full = parts[0].new_empty(parts[0].shape[:dim] + (n,) + parts[0].shape[dim + 1:])
+        for part, r in zip(parts, rows):
+            full.index_copy_(dim, r, part)
+        return full
+
+    state = {k: cat(lambda o, k=k: o.state[k], dim=1) for k in first.state}
+    return type(first)(cat(lambda o: o.action), cat(lambda o: o.log_prob), cat(lambda o: o.mean),
+                       cat(lambda o: o.std), cat(lambda o: o.value), state)

@@ -33,18 +33,24 @@ def wire_keys(cfg: TrainConfig) -> tuple[str, ...]:
     return ("depth", "proprio", "critic") if cfg.policy_input == "depth" else ("state_teacher", "critic")
 
 
-def sim_env_config(cfg: TrainConfig, sim_index: int, device: str):
+def num_groups(cfg: TrainConfig) -> int:
+    return 2 if cfg.pipeline else 1
+
+
+def sim_env_config(cfg: TrainConfig, sim_index: int, device: str, group: int = 0):
+    """Sim k holds worlds [k*n, (k+1)*n); with pipelining as two groups of n/2."""
     from dexrl.runtime.single import adr_env_config
 
     n = cfg.env.num_envs // cfg.sim_ranks
-    return replace(adr_env_config(cfg), num_envs=n, world_offset=sim_index * n, device=device)
+    m = n // num_groups(cfg)
+    return replace(adr_env_config(cfg), num_envs=m, world_offset=sim_index * n + group * m, device=device)
 
 
 # ---- simulator rank (Algorithm 1) ----------------------------------------------------------
 class SimRank:
     def __init__(self, cfg: TrainConfig, sim_index: int, learner: int, device: str):
         self.cfg, self.learner = cfg, learner
-        self.env = GraspEnv(sim_env_config(cfg, sim_index, device))
+        self.envs = [GraspEnv(sim_env_config(cfg, sim_index, device, g)) for g in range(num_groups(cfg))]
         self.keys = wire_keys(cfg)
         self.image_dtype = cfg.ppo.image_dtype
         self.wire = torch.device("cuda", torch.cuda.current_device()) if comm.choose_backend(cfg.backend, device) == "nccl" else torch.device("cpu")
@@ -65,66 +71,85 @@ class SimRank:
                  torch.tensor([sim_s], dtype=torch.float64)]
         return [p.to(self.wire) for p in parts]
 
+    def _send(self, tensors: list[torch.Tensor]) -> None:
+        comm.wait(comm.isend(tensors, self.learner), SIM_IDLE_TIMEOUT_S, self.learner, "learner")
+
+    def _recv(self, tensors: list[torch.Tensor]) -> None:
+        comm.wait(comm.irecv(tensors, self.learner), SIM_IDLE_TIMEOUT_S, self.learner, "learner")
+
     def run(self) -> None:
-        env, learner = self.env, self.learner
-        obs = env.reset()
-        layout = [(k, tuple(t.shape), str(t.dtype)) for k, t in zip(self.keys, self._obs_tensors(obs))]
-        comm.send_object({"num_envs": env.n, "action_dim": env.action_dim, "layout": layout}, learner)
-        comm.wait(comm.isend(self._obs_tensors(obs), learner), SIM_IDLE_TIMEOUT_S, learner, "learner")
-        header = torch.zeros(2, dtype=torch.int64, device=self.wire)
-        actions = torch.zeros(env.n, env.action_dim, device=self.wire)
+        envs, learner = self.envs, self.learner
+        first = [env.reset() for env in envs]
+        layout = [(k, tuple(t.shape), str(t.dtype)) for k, t in zip(self.keys, self._obs_tensors(first[0]))]
+        comm.send_object({"num_envs": sum(e.n for e in envs), "groups": len(envs), "action_dim": envs[0].action_dim,
+                          "layout": layout}, learner)
+        for obs in first:
+            self._send(self._obs_tensors(obs))
+        header = torch.zeros(2, dtype=torch.int64, device=self.wire)  # (command, world group)
+        actions = torch.zeros(envs[0].n, envs[0].action_dim, device=self.wire)
         while True:
-            comm.wait(comm.irecv([header], learner), SIM_IDLE_TIMEOUT_S, learner, "learner")
-            cmd = int(header[0])
+            self._recv([header])
+            cmd, group = int(header[0]), int(header[1])
             if cmd == CMD_STEP:
-                comm.wait(comm.irecv([actions], learner), SIM_IDLE_TIMEOUT_S, learner, "learner")
+                env = envs[group]
+                self._recv([actions])
                 start = time.perf_counter()
                 res = env.step(actions.to(env.device))
-                sim_s = time.perf_counter() - start
-                comm.wait(comm.isend(self._step_tensors(res, sim_s), learner), SIM_IDLE_TIMEOUT_S, learner, "learner")
+                self._send(self._step_tensors(res, time.perf_counter() - start))
             elif cmd == CMD_STATE:
-                comm.send_object(env.state_dict(), learner)
+                comm.send_object([env.state_dict() for env in envs], learner)
             elif cmd == CMD_LOAD:
-                env.load_state_dict(comm.recv_object(learner))
+                for env, state in zip(envs, comm.recv_object(learner)):
+                    env.load_state_dict(state)
             elif cmd == CMD_RANGES:  # ADR moved: new randomization ranges and reward weights
-                env.set_randomization(*comm.recv_object(learner))
+                ranges = comm.recv_object(learner)
+                for env in envs:
+                    env.set_randomization(*ranges)
             elif cmd == CMD_STOP:
                 return
 
 
 # ---- learner side (Algorithm 2): the sims as one batched env -------------------------------
 class RemoteEnvs:
-    """K sim ranks seen as one env of N worlds (sim k holds worlds [k*n, (k+1)*n))."""
+    """K sim ranks seen as one env of N worlds (sim k holds worlds [k*n, (k+1)*n), as one or
+    two world groups of consecutive ids)."""
 
     def __init__(self, cfg: TrainConfig, sim_ranks: list[int], device: torch.device, timeout_s: float):
         self.cfg, self.sims, self.device, self.timeout_s = cfg.env, sim_ranks, device, timeout_s
         self.wire = device if comm.choose_backend(cfg.backend, str(device)) == "nccl" else torch.device("cpu")
         hello = [comm.recv_object(r) for r in sim_ranks]
-        self.per_sim = hello[0]["num_envs"]
+        self.per_sim, self.groups = hello[0]["num_envs"], hello[0]["groups"]
+        self.half = self.per_sim // self.groups
         self.n, self.action_dim = self.per_sim * len(sim_ranks), hello[0]["action_dim"]
-        layout = hello[0]["layout"]
         dtype = {str(t): t for t in (torch.float32, torch.float16, torch.uint16, torch.bool, torch.int64)}
-        # One buffer per tensor for all N worlds; sim k receives straight into its rows. The
-        # observations are double-buffered: the Collector still holds step t's while step
-        # t+1's arrive.
+        # One buffer per tensor for all N worlds; each (sim, group) receives straight into its
+        # rows. Observations are double-buffered: the Collector still holds step t's while
+        # step t+1's arrive.
         self.obs_bufs = [{k: torch.empty((self.n, *shape[1:]), dtype=dtype[dt], device=self.wire)
-                          for k, shape, dt in layout} for _ in range(2)]
+                          for k, shape, dt in hello[0]["layout"]} for _ in range(2)]
         self.obs_buf = self.obs_bufs[0]
-        c = self.obs_buf["critic"].shape[1]
         self.reward = torch.empty(self.n, device=self.wire)
         self.terminated = torch.empty(self.n, dtype=torch.bool, device=self.wire)
         self.truncated = torch.empty(self.n, dtype=torch.bool, device=self.wire)
-        self.final_critic = torch.empty(self.n, c, device=self.wire)
+        self.final_critic = torch.empty(self.n, self.obs_buf["critic"].shape[1], device=self.wire)
         self.aux = torch.empty(self.n, len(AUX), device=self.wire)
-        self.sim_seconds = torch.zeros(len(sim_ranks), 1, dtype=torch.float64, device=self.wire)  # env.step seconds per sim
-        self.header = torch.zeros(2, dtype=torch.int64, device=self.wire)
+        self.sim_seconds = torch.zeros(len(sim_ranks), self.groups, 1, dtype=torch.float64, device=self.wire)
+        self.header = torch.zeros(len(sim_ranks), self.groups, 2, dtype=torch.int64, device=self.wire)
+        # (N / groups,) global ids of each group, sims in ascending order: the rows a
+        # pipelined Collector acts on together.
+        self.group_rows = [torch.cat([torch.arange(self.n, device=device)[self._rows(i, g)]
+                                      for i in range(len(sim_ranks))]) for g in range(self.groups)]
         self.bytes_per_step = sum(t.numel() * t.element_size() for t in self._step_buffers(slice(None)))
-        self._recv([list(self._obs_rows(self._rows(i)).values()) for i in range(len(sim_ranks))])
+        self._recv([list(self._obs_rows(self._rows(i, g)).values()) for i in range(len(sim_ranks))
+                    for g in range(self.groups)], [r for r in sim_ranks for _ in range(self.groups)])
         self.first_obs = self._obs()
         self._wait_s = self._sim_s = 0.0
+        self._actions: list = [None] * self.groups  # kept alive until their sends complete
+        self._pending: list = []
 
-    def _rows(self, i: int) -> slice:
-        return slice(i * self.per_sim, (i + 1) * self.per_sim)
+    def _rows(self, i: int, g: int = 0) -> slice:
+        start = i * self.per_sim + g * self.half
+        return slice(start, start + self.half)
 
     def _obs_rows(self, rows: slice) -> dict[str, torch.Tensor]:
         return {k: v[rows] for k, v in self.obs_buf.items()}
@@ -133,19 +158,26 @@ class RemoteEnvs:
         return [*self._obs_rows(rows).values(), self.reward[rows], self.terminated[rows], self.truncated[rows],
                 self.final_critic[rows], self.aux[rows]]
 
-    def _recv(self, buffers: list[list[torch.Tensor]]) -> None:
-        works = [(rank, comm.irecv(bufs, rank)) for rank, bufs in zip(self.sims, buffers)]
-        for rank, w in works:
+    def _recv(self, buffers: list[list[torch.Tensor]], ranks: list[int], pending: list = ()) -> None:
+        """Post every receive, then wait for ``pending`` sends and the receives. Receives go
+        first: a sim blocks on sending its results until the learner listens."""
+        works = [(rank, comm.irecv(bufs, rank)) for rank, bufs in zip(ranks, buffers)]
+        for rank, w in list(pending) + works:
             comm.wait(w, self.timeout_s, rank, "sim")
 
-    def _send_all(self, cmd: int, actions: torch.Tensor | None = None) -> None:
-        self.header[0] = cmd
+    def _send_all(self, cmd: int, group: int = 0, actions: torch.Tensor | None = None, wait: bool = True) -> list:
+        """Header (command, group) to every sim, then its rows of ``actions`` (group order)."""
         works = []
         for i, rank in enumerate(self.sims):
-            tensors = [self.header] + ([actions[self._rows(i)]] if actions is not None else [])
+            header = self.header[i, group]
+            header[0], header[1] = cmd, group
+            tensors = [header] + ([actions[i * self.half:(i + 1) * self.half]] if actions is not None else [])
             works.append((rank, comm.isend(tensors, rank)))
-        for rank, w in works:
-            comm.wait(w, self.timeout_s, rank, "sim")
+        if wait:
+            for rank, w in works:
+                comm.wait(w, self.timeout_s, rank, "sim")
+            return []
+        return works
 
     def _obs(self) -> dict[str, torch.Tensor]:
         out = {k: v.to(self.device, non_blocking=True) for k, v in self.obs_buf.items()}
@@ -158,20 +190,33 @@ class RemoteEnvs:
         return self.first_obs
 
     def pop_timings(self) -> dict[str, float]:
-        """Seconds since the last call: the slowest sim's env.step per step ('sim'), and the
-        rest of the learner's wait for the sims ('transfer'); bytes received per step."""
+        """Seconds since the last call: the slowest sim's env.step time ('sim'), and the rest
+        of the learner's wait for the sims ('transfer'); bytes received and sent per step."""
         out = {"time/sim_s": self._sim_s, "time/transfer_s": max(self._wait_s - self._sim_s, 0.0),
                "transfer/bytes_per_step": float(self.bytes_per_step + self.n * self.action_dim * 4)}
         self._wait_s = self._sim_s = 0.0
         return out
 
-    def step(self, action: torch.Tensor) -> StepResult:
-        start = time.perf_counter()
-        self.obs_buf = self.obs_bufs[1] if self.obs_buf is self.obs_bufs[0] else self.obs_bufs[0]
-        self._send_all(CMD_STEP, action.to(self.wire, torch.float32).contiguous())
-        self._recv([self._step_buffers(self._rows(i)) + [self.sim_seconds[i]] for i in range(len(self.sims))])
-        self._wait_s += time.perf_counter() - start
-        self._sim_s += float(self.sim_seconds.max())
+    def send_group(self, group: int, rows: torch.Tensor, actions: torch.Tensor) -> None:
+        """Start the sims on world group ``group``; ``actions`` (N / groups, A) in row order."""
+        if group == 0:
+            self.obs_buf = self.obs_bufs[1] if self.obs_buf is self.obs_bufs[0] else self.obs_bufs[0]
+            self._start = time.perf_counter()
+            self._pending = []
+        # Not waited for here: the sims are still busy with earlier groups (see _recv).
+        self._actions[group] = actions.to(self.wire, torch.float32).contiguous()
+        self._pending += self._send_all(CMD_STEP, group, self._actions[group], wait=False)
+
+    def receive_groups(self) -> StepResult:
+        """Every group's step results, gathered into one StepResult over all N worlds."""
+        bufs, ranks = [], []
+        for g in range(self.groups):
+            for i, rank in enumerate(self.sims):
+                bufs.append(self._step_buffers(self._rows(i, g)) + [self.sim_seconds[i, g]])
+                ranks.append(rank)
+        self._recv(bufs, ranks, self._pending)
+        self._wait_s += time.perf_counter() - self._start
+        self._sim_s += float(self.sim_seconds.sum(1).max())
         d = self.device
         aux = self.aux.to(d)
         info = {"reward_terms": {k: aux[:, j] for j, k in enumerate(REWARD_TERMS)},
@@ -181,6 +226,11 @@ class RemoteEnvs:
                 "episode_success": aux[:, AUX.index("episode_success")] > 0.5,
                 "final_critic": self.final_critic.to(d)}
         return StepResult(self._obs(), self.reward.to(d), self.terminated.to(d), self.truncated.to(d), info)
+
+    def step(self, action: torch.Tensor) -> StepResult:
+        for g, rows in enumerate(self.group_rows):
+            self.send_group(g, rows, action[rows])
+        return self.receive_groups()
 
     def state_dict(self) -> dict:
         self._send_all(CMD_STATE)

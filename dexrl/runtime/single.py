@@ -15,7 +15,7 @@ from dexrl.envs.grasp import GraspEnv
 from dexrl.models import ActorCritic, ObsSpec
 from dexrl.rl import PPO, DistributedHooks, RolloutStorage, build_actor_critic
 from dexrl.runtime.checkpoint import save_checkpoint
-from dexrl.runtime.collector import Collector, PhaseTimer
+from dexrl.runtime.collector import Collector, PhaseTimer, PipelinedCollector
 from dexrl.runtime.comm import RankFailure
 from dexrl.runtime.logger import RunLogger
 
@@ -89,7 +89,8 @@ class Trainer:
             after_init(model)  # e.g. broadcast the initial parameters
         ppo = PPO(model, cfg.ppo, device, cfg.max_iterations, seed=cfg.seed + rank, hooks=hooks)
         storage = RolloutStorage(spec, cfg.model, cfg.ppo, env.n, device)
-        collector = Collector(env, model, spec, device, first_obs, cfg.ppo.image_dtype)
+        collector_cls = PipelinedCollector if getattr(env, "groups", 1) > 1 else Collector
+        collector = collector_cls(env, model, spec, device, first_obs, cfg.ppo.image_dtype)
         torch.manual_seed(cfg.seed + 1 + rank)  # exploration noise: distinct per rank, reproducible
         return cls(cfg, env, model, ppo, storage, collector, device, rank, is_logger, stats_reduce, agree)
 
