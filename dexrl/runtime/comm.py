@@ -8,6 +8,7 @@ timeout raises RankFailure naming the peer.
 from __future__ import annotations
 
 import os
+import pickle
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -22,8 +23,15 @@ class RankFailure(RuntimeError):
     """A peer rank died or stopped answering."""
 
     def __init__(self, rank: int, role: str, cause: str):
+        global failing
         super().__init__(f"{role} rank {rank} failed: {cause}")
         self.rank, self.role, self.cause = rank, role, cause
+        failing = True
+
+
+# Set once this process has diagnosed a failed peer: it is winding down (writing its
+# checkpoint) and must not be interrupted by the launcher's stop signal.
+failing = False
 
 
 @dataclass(frozen=True)
@@ -85,19 +93,32 @@ def wait(works: list, timeout_s: float, peer: int, role: str) -> None:
             raise
         except RuntimeError as exc:
             cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            if "timeout" in cause.lower() or "timed out" in cause.lower():
+            low = cause.lower()
+            if "timeout" in low or "timed out" in low:
                 cause = f"no reply within {timeout_s:g} s"
+            elif "connection" in low and ("reset" in low or "closed" in low):
+                cause = "connection lost (the process exited or was killed)"
             raise RankFailure(peer, role, cause) from None
 
 
-def send_object(obj, dst: int) -> None:
-    dist.send_object_list([obj], dst=dst)
+def _object_device() -> torch.device:
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
 
 
-def recv_object(src: int):
-    box = [None]
-    dist.recv_object_list(box, src=src)
-    return box[0]
+def send_object(obj, dst: int, timeout_s: float = 60.0, role: str = "peer") -> None:
+    """A picklable object (e.g. an environment's state) as length + bytes, under the fault
+    timeout (torch's send_object_list has none)."""
+    data = torch.frombuffer(bytearray(pickle.dumps(obj)), dtype=torch.uint8).to(_object_device())
+    size = torch.tensor([data.numel()], dtype=torch.int64, device=data.device)
+    wait(isend([size, data], dst), timeout_s, dst, role)
+
+
+def recv_object(src: int, timeout_s: float = 60.0, role: str = "peer"):
+    size = torch.zeros(1, dtype=torch.int64, device=_object_device())
+    wait(irecv([size], src), timeout_s, src, role)
+    data = torch.empty(int(size[0]), dtype=torch.uint8, device=size.device)
+    wait(irecv([data], src), timeout_s, src, role)
+    return pickle.loads(data.cpu().numpy().tobytes())
 
 
 def broadcast_module(module: torch.nn.Module, src: int) -> None:

@@ -82,7 +82,7 @@ class SimRank:
         first = [env.reset() for env in envs]
         layout = [(k, tuple(t.shape), str(t.dtype)) for k, t in zip(self.keys, self._obs_tensors(first[0]))]
         comm.send_object({"num_envs": sum(e.n for e in envs), "groups": len(envs), "action_dim": envs[0].action_dim,
-                          "layout": layout}, learner)
+                          "layout": layout}, learner, SIM_IDLE_TIMEOUT_S, "learner")
         for obs in first:
             self._send(self._obs_tensors(obs))
         header = torch.zeros(2, dtype=torch.int64, device=self.wire)  # (command, world group)
@@ -97,12 +97,12 @@ class SimRank:
                 res = env.step(actions.to(env.device))
                 self._send(self._step_tensors(res, time.perf_counter() - start))
             elif cmd == CMD_STATE:
-                comm.send_object([env.state_dict() for env in envs], learner)
+                comm.send_object([env.state_dict() for env in envs], learner, SIM_IDLE_TIMEOUT_S, "learner")
             elif cmd == CMD_LOAD:
-                for env, state in zip(envs, comm.recv_object(learner)):
+                for env, state in zip(envs, comm.recv_object(learner, SIM_IDLE_TIMEOUT_S, "learner")):
                     env.load_state_dict(state)
             elif cmd == CMD_RANGES:  # ADR moved: new randomization ranges and reward weights
-                ranges = comm.recv_object(learner)
+                ranges = comm.recv_object(learner, SIM_IDLE_TIMEOUT_S, "learner")
                 for env in envs:
                     env.set_randomization(*ranges)
             elif cmd == CMD_STOP:
@@ -117,7 +117,8 @@ class RemoteEnvs:
     def __init__(self, cfg: TrainConfig, sim_ranks: list[int], device: torch.device, timeout_s: float):
         self.cfg, self.sims, self.device, self.timeout_s = cfg.env, sim_ranks, device, timeout_s
         self.wire = device if comm.choose_backend(cfg.backend, str(device)) == "nccl" else torch.device("cpu")
-        hello = [comm.recv_object(r) for r in sim_ranks]
+        # Start-up (scene compilation, first kernel builds) may take minutes on a cold cache.
+        hello = [comm.recv_object(r, max(timeout_s, SIM_IDLE_TIMEOUT_S), "sim") for r in sim_ranks]
         self.per_sim, self.groups = hello[0]["num_envs"], hello[0]["groups"]
         self.half = self.per_sim // self.groups
         self.n, self.action_dim = self.per_sim * len(sim_ranks), hello[0]["action_dim"]
@@ -234,20 +235,20 @@ class RemoteEnvs:
 
     def state_dict(self) -> dict:
         self._send_all(CMD_STATE)
-        return {"shards": [comm.recv_object(rank) for rank in self.sims]}
+        return {"shards": [comm.recv_object(rank, self.timeout_s, "sim") for rank in self.sims]}
 
     def load_state_dict(self, state: dict) -> None:
         if len(state["shards"]) != len(self.sims):
             raise ValueError(f"checkpoint holds {len(state['shards'])} sim shards, this run has {len(self.sims)} sim ranks")
         self._send_all(CMD_LOAD)
         for rank, shard in zip(self.sims, state["shards"]):
-            comm.send_object(shard, rank)
+            comm.send_object(shard, rank, self.timeout_s, "sim")
 
     def set_randomization(self, randomization, reward) -> None:
         self.cfg = replace(self.cfg, randomization=randomization, reward=reward)
         self._send_all(CMD_RANGES)
         for rank in self.sims:
-            comm.send_object((randomization, reward), rank)
+            comm.send_object((randomization, reward), rank, self.timeout_s, "sim")
 
     def close(self) -> None:
         self._send_all(CMD_STOP)

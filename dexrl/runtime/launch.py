@@ -43,16 +43,20 @@ def start(argv: list[str], cfg: TrainConfig, run_dir: Path, rdzv_endpoint: str |
     failure = comm.launch_local(main, (argv,), world_size(cfg), endpoint, uuid.uuid4().hex[:8])
     if failure is None:
         return 0
-    role = _role(cfg, failure["rank"])
+    role, rank = _role(cfg, failure["rank"]), failure["rank"]
     sig = failure["signal"]
-    cause = f"signal {sig}" if sig and sig != "<N/A>" else f"exit code {failure['exitcode']}"
+    cause = f"stopped: signal {sig}" if sig and sig != "<N/A>" else f"stopped: exit code {failure['exitcode']}"
+    cause += f" (pid {failure['pid']})"
+    report = Path(run_dir) / "ranks" / "failure.json"
+    if report.exists():  # a rank diagnosed a peer (e.g. a silent sim): that is the root cause
+        found = json.loads(report.read_text())
+        role, rank, cause = found["role"], found["rank"], f"failed: {found['cause']}"
     hint = ""
     try:
         hint = f"; last checkpoint {latest_checkpoint(run_dir)}; continue with --resume {run_dir}"
     except ValueError:
         pass
-    print(f"dexrl train: error: {role} rank {failure['rank']} (pid {failure['pid']}) stopped: {cause}{hint}",
-          file=sys.stderr)
+    print(f"dexrl train: error: {role} rank {rank} {cause}{hint}", file=sys.stderr)
     return EXIT_PEER_FAILED
 
 
@@ -79,8 +83,9 @@ def _write_rank_file(run_dir: Path, info: comm.DistInfo, role: str, device: str)
 
 def _stop_on_sigterm(signum, frame):
     # The launcher stops every rank when one fails; leave through the normal failure path so
-    # the learner still writes its checkpoint.
-    raise comm.RankFailure(-1, "launcher", "stopped by the launcher because another rank exited")
+    # the learner still writes its checkpoint (unless it is already doing so).
+    if not comm.failing:
+        raise comm.RankFailure(-1, "launcher", "stopped by the launcher because another rank exited")
 
 
 def run_rank(cfg: TrainConfig, run_dir: Path, resume: str | None) -> int:
@@ -105,6 +110,9 @@ def run_rank(cfg: TrainConfig, run_dir: Path, resume: str | None) -> int:
             _learn(cfg, info, role, device, run_dir, resume)
     except comm.RankFailure as exc:
         print(f"dexrl train: error: rank {info.rank} ({role}): {exc}", file=sys.stderr, flush=True)
+        if exc.rank >= 0 and role != "sim":  # the learning rank diagnoses; a sim only sees the learner go
+            (Path(run_dir) / "ranks" / "failure.json").write_text(
+                json.dumps({"rank": exc.rank, "role": exc.role, "cause": exc.cause, "reported_by": info.rank}))
         os._exit(EXIT_PEER_FAILED)  # a peer is gone: leaving the group would wait for it
     comm.shutdown()
     return 0
