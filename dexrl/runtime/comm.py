@@ -174,6 +174,7 @@ def launch_local(entrypoint, args: tuple, nprocs: int, rdzv_endpoint: str, run_i
     """Start ``nprocs`` ranks of ``entrypoint(*args)`` on this machine with torch's elastic
     launcher (what torchrun uses). Returns None on success, else the first failure:
     {"rank", "exitcode", "signal", "pid"}. Ctrl-C and a failing rank stop every rank."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -184,4 +185,7 @@ def launch_local(entrypoint, args: tuple, nprocs: int, rdzv_endpoint: str, run_i
     except ChildFailedError as exc:
         rank, failure = exc.get_first_failure()
         return {"rank": rank, "exitcode": failure.exitcode, "signal": failure.signal_name(), "pid": failure.pid}
+    except (SignalException, KeyboardInterrupt) as exc:  # Ctrl-C / SIGTERM: the ranks are stopped
+        return {"rank": -1, "exitcode": 130, "signal": getattr(getattr(exc, "sigval", None), "name", "SIGINT"),
+                "pid": os.getpid()}
     return None

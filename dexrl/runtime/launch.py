@@ -43,6 +43,10 @@ def start(argv: list[str], cfg: TrainConfig, run_dir: Path, rdzv_endpoint: str |
     failure = comm.launch_local(main, (argv,), world_size(cfg), endpoint, uuid.uuid4().hex[:8])
     if failure is None:
         return 0
+    if failure["rank"] < 0:
+        print(f"dexrl train: interrupted ({failure['signal']}); every rank was stopped; continue with --resume {run_dir}",
+              file=sys.stderr)
+        return 130
     role, rank = _role(cfg, failure["rank"]), failure["rank"]
     sig = failure["signal"]
     cause = f"stopped: signal {sig}" if sig and sig != "<N/A>" else f"stopped: exit code {failure['exitcode']}"

@@ -143,3 +143,26 @@ def test_pipelined_disaggregated_run_collects_every_world(tmp_path):
     # (acting on two half batches may round differently from one full batch).
     assert abs(rows[0]["reward/total"] - first["reward/total"]) < 1e-3
     assert rows[0]["transfer/bytes_per_step"] > 0 and len(rows) == 2
+
+
+def test_ctrl_c_leaves_no_process_behind(tmp_path):
+    run = tmp_path / "interrupt"
+    cmd = [sys.executable, "-m", "dexrl", "train", "--preset", "quickstart", *TINY, "--runtime", "disagg",
+           "--sim-ranks", "2", "--max-iterations", "100000", "--run-dir", str(run)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and len(list(run.glob("ranks/*.json"))) < 3:
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.5)
+        time.sleep(3)
+        pids = [json.loads(p.read_text())["pid"] for p in run.glob("ranks/[0-9]*.json")]
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130
+    assert err.strip().splitlines()[-1].startswith("dexrl train: interrupted"), err[-2000:]
+    time.sleep(1)
+    assert not [pid for pid in pids if _alive(pid)], err[-2000:]
