@@ -11,7 +11,7 @@ from dexrl.envs import ik
 from dexrl.envs.observations import ObservationBuilder
 from dexrl.envs.randomization import Randomizer
 from dexrl.envs.rewards import RewardState, compute_rewards
-from dexrl.envs.rng import Draws, Stream, WorldRNG
+from dexrl.sim.rng import Draws, Stream, WorldRNG
 from dexrl.sim.cameras import CameraRig
 from dexrl.sim.physics import BatchedPhysics
 from dexrl.sim.robot import START_HAND, START_QPOS
@@ -44,7 +44,7 @@ class GraspEnv:
     first of its new episode; ``info["final_critic"]`` holds the critic observation of the
     state it ended in (for bootstrapping truncated episodes).
 
-    Randomness is counter-based (``dexrl.envs.rng``): world i of this env is global world
+    Randomness is counter-based (``dexrl.sim.rng``): world i of this env is global world
     ``cfg.world_offset + i``; reset draws are keyed by its episode counter, step draws by
     (episode counter, step in episode). A world's trajectory therefore depends only on the
     seed, its global id and its actions, not on the other worlds in the batch.

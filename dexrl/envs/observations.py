@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from dexrl.envs.ik import quat_mul
-from dexrl.envs.rng import Draws, Stream
+from dexrl.sim.rng import Draws, Stream
 
 OBS_CLIP = 10.0
 VEL_SCALE = 0.1
@@ -34,7 +34,7 @@ class ObservationBuilder:
 
     Noise model (per world, drawn at reset): width ~ U(0, value); bias = bias_width * (U - 0.5)
     with bias_width ~ U(0, bias value), fixed for the episode; per-step noise = width * U(-1, 1).
-    Draws are keyed by the env's per-world counters (see ``dexrl.envs.rng``).
+    Draws are keyed by the env's per-world counters (see ``dexrl.sim.rng``).
     """
 
     def __init__(self, env):

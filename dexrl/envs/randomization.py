@@ -14,7 +14,7 @@ import torch
 
 from dexrl.config.env import CameraConfig, RandomizationConfig
 from dexrl.envs.ik import quat_conj, quat_mul
-from dexrl.envs.rng import Draws, Stream
+from dexrl.sim.rng import Draws, Stream
 from dexrl.sim.physics import BatchedPhysics
 from dexrl.sim.scene import OBJECT_SPAWN
 

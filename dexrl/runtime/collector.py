@@ -96,8 +96,9 @@ class Collector:
         model.eval()
         for t in range(storage.cfg.num_steps):
             out, res, start = self._act_and_step(timer)
-            # Time-outs bootstrap from V(final state), computed from its critic observation.
-            final = {k: res.info["final_critic"].to(self.device) for k in self.spec.value_vectors}
+            # Time-outs bootstrap from V(final state), computed from its critic observation (the
+            # value network's only input group, "critic"); a cheap MLP pass over all worlds.
+            final = {"critic": res.info["final_critic"].to(self.device)}
             truncated_values = torch.where(res.truncated.to(self.device), model.value(final, out.state), out.value)
             storage.insert(t, self.obs, self.reset, self.state, out, res.reward.to(self.device),
                            res.terminated.to(self.device), res.truncated.to(self.device), truncated_values)
@@ -135,7 +136,7 @@ class PipelinedCollector(Collector):
         for g, rows in enumerate(env.group_rows):  # rows: (N / 2,) global world ids of group g
             out = self.model.act({k: v[rows] for k, v in self.obs.items()},
                                  {k: v[:, rows] for k, v in self.state.items()}, self.reset[rows])
-            env.send_group(g, rows, out.action)
+            env.send_group(g, out.action)
             outs.append(out)
         start = timer("inference", start)  # (includes sending; the sims are already stepping)
         res = env.receive_groups()

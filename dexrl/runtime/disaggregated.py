@@ -198,7 +198,7 @@ class RemoteEnvs:
         self._wait_s = self._sim_s = 0.0
         return out
 
-    def send_group(self, group: int, rows: torch.Tensor, actions: torch.Tensor) -> None:
+    def send_group(self, group: int, actions: torch.Tensor) -> None:
         """Start the sims on world group ``group``; ``actions`` (N / groups, A) in row order."""
         if group == 0:
             self.obs_buf = self.obs_bufs[1] if self.obs_buf is self.obs_bufs[0] else self.obs_bufs[0]
@@ -230,7 +230,7 @@ class RemoteEnvs:
 
     def step(self, action: torch.Tensor) -> StepResult:
         for g, rows in enumerate(self.group_rows):
-            self.send_group(g, rows, action[rows])
+            self.send_group(g, action[rows])
         return self.receive_groups()
 
     def state_dict(self) -> dict:

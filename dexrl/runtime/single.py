@@ -71,10 +71,10 @@ class Trainer:
         proposal = adr.propose(self.adr_state, stats["success_rate"], stats["episodes"])
         agreed = self.agree(proposal) if self.agree is not None else proposal
         new = adr.update(self.adr_state, stats["episodes"], agreed, self.cfg.adr)
-        if new.level != self.adr_state.level:
-            self.adr_state = new
-            self._apply_adr()
+        moved = new.level != self.adr_state.level
         self.adr_state = new
+        if moved:
+            self._apply_adr()
 
     @classmethod
     def build(cls, cfg: TrainConfig, env=None, device: torch.device | None = None, hooks: DistributedHooks | None = None,

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 import warp as wp
 
 from dexrl.config.env import CameraConfig
-from dexrl.envs.rng import Draws, Stream, WorldRNG
+from dexrl.sim.rng import Draws, Stream, WorldRNG
 from dexrl.sim.physics import BatchedPhysics
 
 

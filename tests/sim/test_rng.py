@@ -9,7 +9,7 @@ import torch
 
 from dexrl.config.env import CameraConfig, EnvConfig, RandomizationConfig
 from dexrl.envs.grasp import GraspEnv
-from dexrl.envs.rng import Stream, WorldRNG, mix64, mix64_int
+from dexrl.sim.rng import Stream, WorldRNG, mix64, mix64_int
 from dexrl.sim.objects import ObjectSetConfig
 
 
