@@ -175,7 +175,9 @@ def cmd_bench_capacity(a) -> None:
     for r in a.resolution:
         parse_resolution(r)
     table, result = run_capacity(a.resolution, a.gpus, a.gpu_mem_gib, device=a.device, preset=a.preset,
-                                 sim_overhead_gib=a.sim_overhead_gib, minibatch_envs=a.minibatch_envs)
+                                 sim_overhead_gib=a.sim_overhead_gib, microbatch_envs=a.microbatch_envs,
+                                 encoder_chunk=a.encoder_chunk, image_storage=a.image_storage,
+                                 host_mem_gib=a.host_mem_gib)
     print(table)
     if a.json:
         print(json.dumps(result))
@@ -277,7 +279,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--gpus", type=int, default=4)
     b.add_argument("--gpu-mem-gib", type=float, default=48.0)
     b.add_argument("--sim-overhead-gib", type=float, default=1.0, help="per simulating GPU: assets, CUDA context")
-    b.add_argument("--minibatch-envs", type=int, help="fix the envs per PPO minibatch instead of N / num_minibatches")
+    b.add_argument("--host-mem-gib", type=float, default=512.0, help="the node's CPU memory, for --image-storage host")
+    b.add_argument("--microbatch-envs", type=int, help="envs per backward pass (ppo.microbatch_envs; default: the preset's)")
+    b.add_argument("--encoder-chunk", type=int, help="images per encoder pass in act (model.encoder_chunk; default: the preset's)")
+    b.add_argument("--image-storage", choices=("device", "host"),
+                   help="rollout images for the headline ratio (ppo.image_storage; default: the preset's); both are printed")
     b.add_argument("--preset", default="teacher-depth")
     b.add_argument("--device", default="cpu")
     b.add_argument("--json", action="store_true")

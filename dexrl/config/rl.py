@@ -18,6 +18,7 @@ ACTIVATIONS = ("elu", "relu", "tanh")
 NET_KINDS = ("mlp", "lstm")
 LR_SCHEDULES = ("adaptive", "linear", "fixed")
 IMAGE_DTYPES = ("float16", "uint16mm")
+IMAGE_STORAGE = ("device", "host")
 
 
 def _require(ok: bool, message: str) -> None:
@@ -41,6 +42,9 @@ class ModelConfig:
     encoder_kernels: tuple[int, ...] = (6, 4, 4, 4)
     encoder_strides: tuple[int, ...] = (2, 2, 2, 2)
     embed_dim: int = 32
+    # Images encoded at most this many at a time when no gradient is kept (act): inference
+    # memory then stops growing with the number of worlds. 0 encodes all at once.
+    encoder_chunk: int = 4096
     # Policy trunk. actor_kind 'mlp' drops the LSTM (state teacher / baselines).
     actor_kind: str = "lstm"
     lstm_hidden: int = 1024
@@ -64,6 +68,8 @@ class ModelConfig:
             "encoder_channels, encoder_kernels and encoder_strides must have the same length, "
             f"got {n}, {len(self.encoder_kernels)}, {len(self.encoder_strides)}.",
         )
+        _require(isinstance(self.encoder_chunk, int) and self.encoder_chunk >= 0,
+                 f"encoder_chunk must be an int >= 0 (0: no chunking), got {self.encoder_chunk!r}.")
         for name in ("embed_dim", "lstm_hidden", "lstm_layers", "critic_lstm_hidden", "critic_lstm_layers"):
             v = getattr(self, name)
             _require(isinstance(v, int) and v > 0, f"{name} must be a positive int, got {v!r}.")
@@ -100,6 +106,14 @@ class PPOConfig:
     normalize_value: bool = True  # critic predicts normalized returns
     normalize_advantage: bool = True  # zero-mean unit-std advantages over the rollout
     image_dtype: str = "float16"  # storage: 'float16' metres or 'uint16mm' millimetres
+    # Where rollout images live: 'device' (the learner's device) or 'host' (CPU memory, pinned
+    # when the learner is on CUDA; minibatches are copied in). 'host' takes the images, the
+    # bulk of the rollout, off the learner GPU so its worlds are bound by host memory instead.
+    image_storage: str = "device"
+    # Envs per backward pass inside a minibatch; 0: the whole minibatch at once. Gradients
+    # accumulate over the micro-batches (each weighted by its share of the minibatch), so the
+    # step is the same up to float rounding while update memory stays a fixed cost.
+    microbatch_envs: int = 0
     bf16: bool = True  # bf16 autocast for the update; only effective on CUDA
 
     def __post_init__(self) -> None:
@@ -112,6 +126,9 @@ class PPOConfig:
             "set seq_length to a divisor of num_steps.",
         )
         _require(self.schedule in LR_SCHEDULES, f"schedule must be one of {LR_SCHEDULES}, got {self.schedule!r}.")
+        _require(isinstance(self.microbatch_envs, int) and self.microbatch_envs >= 0,
+                 f"microbatch_envs must be an int >= 0 (0: whole minibatches), got {self.microbatch_envs!r}.")
+        _require(self.image_storage in IMAGE_STORAGE, f"image_storage must be one of {IMAGE_STORAGE}, got {self.image_storage!r}.")
         _require(self.image_dtype in IMAGE_DTYPES, f"image_dtype must be one of {IMAGE_DTYPES}, got {self.image_dtype!r}.")
         _require(0.0 < self.lr_min <= self.lr <= self.lr_max, f"need 0 < lr_min <= lr <= lr_max, got {self.lr_min}, {self.lr}, {self.lr_max}.")
         _require(self.desired_kl > 0.0, f"desired_kl must be > 0, got {self.desired_kl!r}.")

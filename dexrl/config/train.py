@@ -90,7 +90,8 @@ def teacher_depth() -> TrainConfig:
     return TrainConfig(
         preset="teacher-depth",
         env=EnvConfig(num_envs=4096, device="cuda", camera=CameraConfig(width=160, height=120)),
-        model=ModelConfig(), ppo=PPOConfig(num_minibatches=4),
+        # Backward passes of at most 512 envs: update memory stays fixed as worlds grow.
+        model=ModelConfig(), ppo=PPOConfig(num_minibatches=4, microbatch_envs=512),
         max_iterations=20000, checkpoint_every=500,
     )
 

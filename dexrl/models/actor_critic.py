@@ -101,7 +101,8 @@ class ActorCritic(nn.Module):
         self.encoder: DepthEncoder | None = None
         in_dim = spec.policy_vector_dim
         if spec.image_key is not None:
-            self.encoder = DepthEncoder(spec.image_shape, cfg.encoder_channels, cfg.encoder_kernels, cfg.encoder_strides, cfg.embed_dim)
+            self.encoder = DepthEncoder(spec.image_shape, cfg.encoder_channels, cfg.encoder_kernels, cfg.encoder_strides,
+                                        cfg.embed_dim, cfg.encoder_chunk)
             in_dim += cfg.embed_dim
         self.policy_trunk = build_trunk(cfg.actor_kind, in_dim, cfg.lstm_hidden, cfg.lstm_layers, cfg.mlp, cfg.activation, "policy")
         self.mean_head = nn.Linear(self.policy_trunk.out_dim, spec.action_dim)

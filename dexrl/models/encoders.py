@@ -46,9 +46,11 @@ class DepthEncoder(nn.Module):
         kernels: tuple[int, ...] = (6, 4, 4, 4),
         strides: tuple[int, ...] = (2, 2, 2, 2),
         embed_dim: int = 32,
+        chunk: int = 0,
     ) -> None:
         super().__init__()
         in_ch, h, w = image_shape
+        self.chunk = chunk  # images per forward without autograd (0: all); see ModelConfig.encoder_chunk
         self.image_shape = tuple(image_shape)
         self.plan = conv_plan((h, w), tuple(kernels), tuple(strides))
         layers: list[nn.Module] = []
@@ -66,6 +68,13 @@ class DepthEncoder(nn.Module):
     def forward(self, depth: torch.Tensor) -> torch.Tensor:
         if tuple(depth.shape[1:]) != self.image_shape:
             raise ValueError(f"DepthEncoder built for {self.image_shape}, got image {tuple(depth.shape[1:])}.")
+        if self.chunk and not torch.is_grad_enabled() and depth.shape[0] > self.chunk:
+            # Nothing is saved for backward here, so chunks bound the conv activations to a
+            # fixed cost however many worlds act at once.
+            return torch.cat([self._encode(part) for part in depth.split(self.chunk)])  # (B, E)
+        return self._encode(depth)
+
+    def _encode(self, depth: torch.Tensor) -> torch.Tensor:
         # Storage keeps images as float16 / uint16; the convs want the weights' dtype
         # (autocast still lowers them to bf16 on CUDA when enabled).
         x = depth.to(self.proj.weight.dtype)  # (B, C, H, W)

@@ -164,32 +164,48 @@ class PPO:
             adv = (adv - adv.mean()) / (adv.std() + 1e-8)
         storage.advantages.copy_(adv)
 
-    def _step(self, mb: Minibatch) -> dict[str, torch.Tensor]:
-        """One gradient step on one minibatch; returns detached metric tensors."""
-        cfg, model = self.cfg, self.model
-        with autocast(self.device, cfg.bf16):
-            ev = model.evaluate(mb.obs, mb.actions, mb.states, mb.resets)
-        with torch.no_grad():
-            kl = gaussian_kl(mb.action_mean, mb.action_std.log(), ev.mean, ev.log_std).mean()
-            if self.hooks.mean is not None:
-                kl = self.hooks.mean(kl)
+    def _step(self, storage: RolloutStorage, env_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One gradient step on the minibatch of env columns env_ids (n,), backward in
+        micro-batches of cfg.microbatch_envs: every loss is a mean over equally sized samples,
+        so weighting each micro-batch's by its share n_i / n sums to the minibatch's loss.
+        Returns detached metric tensors."""
+        cfg = self.cfg
+        micro = cfg.microbatch_envs or len(env_ids)
+        self.optimizer.zero_grad(set_to_none=True)
+        sums: dict[str, torch.Tensor] = {}
+        for ids in env_ids.split(micro):
+            weight = len(ids) / len(env_ids)
+            terms = self._losses(storage.gather(ids))
+            (terms["total"] * weight).backward()
+            for key, value in terms.items():
+                sums[key] = sums.get(key, 0.0) + weight * value.detach()
+        kl = sums.pop("kl")
+        if self.hooks.mean is not None:
+            kl = self.hooks.mean(kl)
         if cfg.schedule == "adaptive":
             self._set_lr(adaptive_lr(self.lr, float(kl), cfg))
-        vn = model.value_normalizer
-        terms = ppo_losses(
-            ev.log_prob, mb.log_probs, mb.advantages, ev.value, vn.normalize(mb.values), vn.normalize(mb.returns),
-            ev.entropy, ev.mean, cfg,
-        )
-        self.optimizer.zero_grad(set_to_none=True)
-        terms["total"].backward()
         if self.hooks.grads is not None:
             self.hooks.grads(self.params)
         max_norm = cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf")
         grad_norm = nn.utils.clip_grad_norm_(self.params, max_norm)
         self.optimizer.step()
-        metrics = {f"loss/{k}": v.detach() for k, v in terms.items() if k != "clip_fraction"}
-        metrics.update({"ppo/kl": kl, "ppo/clip_fraction": terms["clip_fraction"].detach(), "ppo/grad_norm": grad_norm})
+        metrics = {f"loss/{k}": v for k, v in sums.items() if k != "clip_fraction"}
+        metrics.update({"ppo/kl": kl, "ppo/clip_fraction": sums["clip_fraction"], "ppo/grad_norm": grad_norm})
         return metrics
+
+    def _losses(self, mb: Minibatch) -> dict[str, torch.Tensor]:
+        """Loss terms (ppo_losses) of one (micro-)batch, plus its detached KL to the collection policy."""
+        model = self.model
+        with autocast(self.device, self.cfg.bf16):
+            ev = model.evaluate(mb.obs, mb.actions, mb.states, mb.resets)
+        vn = model.value_normalizer
+        terms = ppo_losses(
+            ev.log_prob, mb.log_probs, mb.advantages, ev.value, vn.normalize(mb.values), vn.normalize(mb.returns),
+            ev.entropy, ev.mean, self.cfg,
+        )
+        with torch.no_grad():
+            terms["kl"] = gaussian_kl(mb.action_mean, mb.action_std.log(), ev.mean, ev.log_std).mean()
+        return terms
 
     def update(self, storage: RolloutStorage) -> dict[str, float]:
         """Returns, then num_epochs x num_minibatches steps, then the obs-normalizer refresh."""
@@ -201,8 +217,8 @@ class PPO:
         sums: dict[str, torch.Tensor] = {}
         steps = 0
         for _ in range(self.cfg.num_epochs):
-            for mb in storage.minibatches(self.cfg.num_minibatches, self.generator):
-                for key, value in self._step(mb).items():
+            for env_ids in storage.minibatch_env_ids(self.cfg.num_minibatches, self.generator):
+                for key, value in self._step(storage, env_ids).items():
                     sums[key] = sums.get(key, 0.0) + value.float()
                 steps += 1
         # Obs statistics move only here, after the update, so acting and re-evaluation used

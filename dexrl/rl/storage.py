@@ -1,6 +1,6 @@
 """Rollout storage (T, N, ...) on the learner device, allocated once.
 
-Images are kept compact: float16 metres (2 B/pixel, ~0.5 mm resolution at 1 m) or uint16
+Images are kept compact (and, with image_storage 'host', in CPU memory): float16 metres (2 B/pixel, ~0.5 mm resolution at 1 m) or uint16
 millimetres (2 B/pixel, 1 mm resolution, 65.535 m max). Vector observations, actions and
 scalars are float32; flags are bool. Recurrent states are kept only at the start of every
 truncated-BPTT chunk (t = 0, S, 2S, ... with S = seq_length): the update re-runs each chunk
@@ -70,13 +70,24 @@ def storage_layout(spec: ObsSpec, model_cfg: ModelConfig, ppo_cfg: PPOConfig) ->
     return layout
 
 
-def bytes_per_env(spec: ObsSpec, model_cfg: ModelConfig, ppo_cfg: PPOConfig) -> int:
-    """Bytes of rollout storage per environment. E.g. 160x120 depth, T = 16, float16:
-    16 * 120 * 160 * 2 B = 614,400 B for the images alone."""
+def image_device(ppo_cfg: PPOConfig, device: torch.device) -> torch.device:
+    """Where rollout images live: the learner device, or the CPU for image_storage 'host'."""
+    return torch.device("cpu") if ppo_cfg.image_storage == "host" else device
+
+
+def bytes_per_env(spec: ObsSpec, model_cfg: ModelConfig, ppo_cfg: PPOConfig, where: str = "all") -> int:
+    """Bytes of rollout storage per environment: 'all', or only the part on the learner
+    'device' or on the 'host' (images with image_storage 'host'). E.g. 160x120 depth,
+    T = 16, float16: 16 * 120 * 160 * 2 B = 614,400 B for the images alone."""
+    if where not in ("all", "device", "host"):
+        raise ValueError(f"where must be 'all', 'device' or 'host', got {where!r}")
+    image_name = f"obs/{spec.image_key}"
     total = 0
-    for shape, dtype in storage_layout(spec, model_cfg, ppo_cfg).values():
-        per_env = math.prod(d for d in shape if d != ENV)
-        total += per_env * torch.empty((), dtype=dtype).element_size()
+    for name, (shape, dtype) in storage_layout(spec, model_cfg, ppo_cfg).items():
+        on_host = name == image_name and ppo_cfg.image_storage == "host"
+        if where == "all" or (where == "host") == on_host:
+            per_env = math.prod(d for d in shape if d != ENV)
+            total += per_env * torch.empty((), dtype=dtype).element_size()
     return total
 
 
@@ -101,10 +112,16 @@ class RolloutStorage:
         ppo_cfg.check_num_envs(num_envs)
         self.spec, self.cfg = spec, ppo_cfg
         self.num_envs, self.device = num_envs, torch.device(device)
+        self.image_device = image_device(ppo_cfg, self.device)
         self.obs: dict[str, torch.Tensor] = {}
         self.states: dict[str, torch.Tensor] = {}
+        image_name = f"obs/{spec.image_key}"
         for name, (shape, dtype) in storage_layout(spec, model_cfg, ppo_cfg).items():
-            buf = torch.zeros(tuple(num_envs if d == ENV else d for d in shape), dtype=dtype, device=self.device)
+            size = tuple(num_envs if d == ENV else d for d in shape)
+            if name == image_name:
+                buf = torch.zeros(size, dtype=dtype, device=self.image_device, pin_memory=self.image_device != self.device)
+            else:
+                buf = torch.zeros(size, dtype=dtype, device=self.device)
             group, _, key = name.partition("/")
             if group == "obs":
                 self.obs[key] = buf
@@ -144,7 +161,10 @@ class RolloutStorage:
             raise ValueError("RolloutStorage.insert needs out.value; call act(..., with_value=True) while collecting.")
         for key, buf in self.obs.items():
             src = obs[key]
-            buf[step] = encode_depth(src, self.cfg.image_dtype) if key == self.spec.image_key else src
+            if key == self.spec.image_key:
+                buf[step].copy_(encode_depth(src, self.cfg.image_dtype), non_blocking=True)  # see _wait_for_copies
+            else:
+                buf[step] = src
         if step % self.cfg.seq_length == 0:
             for key, buf in self.states.items():
                 buf[step // self.cfg.seq_length] = state[key]  # (L, N, H)
@@ -164,21 +184,32 @@ class RolloutStorage:
         """V (N,), real scale, of the observations after the rollout's last step."""
         self.last_values.copy_(values)
 
+    def minibatch_env_ids(self, num_minibatches: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, ...]:
+        """A random split of the N env columns into num_minibatches slices of N / num_minibatches."""
+        self._wait_for_copies()
+        return torch.randperm(self.num_envs, generator=generator).chunk(num_minibatches)  # CPU, (n,) each
+
     def minibatches(self, num_minibatches: int, generator: torch.Generator | None = None) -> Iterator[Minibatch]:
         """Random environment slices: each minibatch holds N / num_minibatches env columns, all T
         steps, cut into K = T / S chunks of S = seq_length steps (batch B = K * n)."""
-        perm = torch.randperm(self.num_envs, generator=generator).to(self.device)  # (N,)
-        for env_ids in perm.chunk(num_minibatches):
-            yield self._gather(env_ids)
+        for env_ids in self.minibatch_env_ids(num_minibatches, generator):
+            yield self.gather(env_ids)
+
+    def _wait_for_copies(self) -> None:
+        """Images go to pinned host memory asynchronously; the CPU must not read them earlier."""
+        if self.image_device != self.device and self.device.type == "cuda":
+            torch.cuda.current_stream(self.device).synchronize()
 
     def _chunks(self, buf: torch.Tensor, env_ids: torch.Tensor) -> torch.Tensor:
-        """(T, N, ...) -> (S, K * n, ...), batch index k * n + j = chunk k of env j."""
+        """(T, N, ...) -> (S, K * n, ...) on the learner device, batch index k * n + j = chunk k of env j."""
         S, K = self.cfg.seq_length, self.cfg.num_chunks
-        x = buf.index_select(1, env_ids)  # (T, n, ...)
+        x = buf.index_select(1, env_ids.to(buf.device)).to(self.device, non_blocking=True)  # (T, n, ...)
         x = x.reshape(K, S, *x.shape[1:]).transpose(0, 1)  # (S, K, n, ...)
         return x.reshape(S, -1, *x.shape[3:])  # (S, K*n, ...)
 
-    def _gather(self, env_ids: torch.Tensor) -> Minibatch:
+    def gather(self, env_ids: torch.Tensor) -> Minibatch:
+        """The minibatch of env columns env_ids (n,), any device."""
+        env_ids = env_ids.to(self.device)
         obs = {}
         for key, buf in self.obs.items():
             x = self._chunks(buf, env_ids)

@@ -58,6 +58,38 @@ def test_plan_learner_bound_by_hand():
     assert (r["learner_max_total"], r["disagg_total"]) == (150, 150)
 
 
+def test_microbatches_and_encoder_chunks_make_transients_fixed_by_hand():
+    p = Parts(num_minibatches=4, update_per_minibatch_env=10, inference_per_env=1, inference_encoder_per_env=4)
+    whole = Budget(gpus=2, gpu_mem_bytes=1e9)
+    bounded = Budget(gpus=2, gpu_mem_bytes=1e9, microbatch_envs=8, encoder_chunk=16)
+    # n = 400: minibatch 100 envs -> update 1000; inference 400 * (1 + 4) = 2000
+    assert cap.learner_transient_bytes(p, whole, 400) == 2000
+    # micro-batches of 8 -> update 80; encoder on 16 at a time -> 400 * 1 + 16 * 4 = 464
+    assert cap.learner_transient_bytes(p, bounded, 400) == 464
+    # below the bounds nothing changes: n = 8 -> minibatch 2 (update 20), encoder on all 8 (8 + 32)
+    assert cap.learner_transient_bytes(p, bounded, 8) == cap.learner_transient_bytes(p, whole, 8) == 40
+
+
+def test_host_image_storage_by_hand():
+    p = Parts(physics_per_world=1, storage_per_env=4, storage_image_per_env=3, transit_per_world=1)
+    b = Budget(gpus=4, gpu_mem_bytes=1000, sim_overhead_bytes=100, context_bytes=0, multiple=1,
+               image_storage="host", host_mem_bytes=6000)
+    assert (cap.storage_device_bytes(p, b), cap.storage_host_bytes(p, b)) == (1, 3)
+    r = cap.plan(p, b)
+    # dp rank: 100 + n (1 physics + 1 device storage) <= 1000 -> 450 per GPU, but the host holds
+    # 4 ranks x n x 3 B <= 6000 -> n <= 500: 450 stands (gpu-bound)
+    assert (r["dp_per_gpu"], r["dp_bound"]) == (450, "gpu")
+    # sim: 100 + 2n -> 450; learner: n (1 storage + 1 transit) <= 1000 -> 498 (multiple of 3),
+    # host: 3n <= 6000 -> 1998; the learner bound 498 -> 166 per sim GPU
+    assert (r["sim_max_per_gpu"], r["learner_max_total"], r["disagg_total"]) == (450, 498, 498)
+    # A small host binds: 3n <= 900 -> 300 worlds in all for disaggregated, 75 per DP rank.
+    r = cap.plan(p, Budget(**{**vars(b), "host_mem_bytes": 900}))
+    assert (r["learner_max_total"], r["disagg_total"]) == (300, 300)
+    assert (r["dp_per_gpu"], r["dp_bound"]) == (75, "host")
+    with pytest.raises(ValueError, match="image_storage"):
+        Budget(gpus=2, gpu_mem_bytes=1, image_storage="disk")
+
+
 def test_plan_sim_bound_and_fixed_costs_by_hand():
     b = Budget(gpus=4, gpu_mem_bytes=1000, sim_overhead_bytes=100, context_bytes=0, multiple=1)
     r = cap.plan(Parts(physics_per_world=10, storage_per_env=1), b)
@@ -136,16 +168,28 @@ def test_physics_bytes_are_linear_in_worlds(parts):
 
 def test_table_prints_table_one(parts):
     b = Budget(gpus=4, gpu_mem_bytes=48 * cap.GIB)
-    result = cap.plan(parts, b)
-    text = cap.format_table(parts, b, result)
-    assert "Table I" in text and "data parallel" in text and "disaggregated" in text
-    assert result["dp_total"] == 4 * result["dp_per_gpu"] > 0
+    results = {s: cap.plan(parts, Budget(gpus=4, gpu_mem_bytes=48 * cap.GIB, image_storage=s)) for s in cap.IMAGE_STORAGE}
+    text = cap.format_table(parts, b, results)
+    assert "Table I" in text and "data parallel" in text and "disaggregated" in text and "host memory" in text
+    assert results["device"]["dp_total"] == 4 * results["device"]["dp_per_gpu"] > 0
+    # Host storage takes the images off the GPUs: never fewer worlds in either layout.
+    for key in ("dp_total", "disagg_total"):
+        assert results["host"][key] >= results["device"][key], key
+
+
+def test_measured_image_share_and_encoder_share(parts):
+    assert parts.storage_image_per_env == 16 * 60 * 80 * 2  # quickstart: T = 16, 80x60, float16
+    assert 0 < parts.storage_image_per_env < parts.storage_per_env
+    # The encoder's first feature map alone is 8 x 28 x 38 float32 per image.
+    assert parts.inference_encoder_per_env >= 8 * 28 * 38 * 4
 
 
 # ---- validation ---------------------------------------------------------------------------------------
 def test_validate_role_fits_at_tiny_size_on_cpu():
     out = cap.validate_role("dp", 4, RES, device="cpu", preset="quickstart")
-    assert out["fits"] is True and out["error"] is None
+    assert out["fits"] is True and out["error"] is None and out["image_storage"] == "device"
+    out = cap.validate_role("learner", 4, RES, device="cpu", preset="quickstart", image_storage="host")
+    assert out["fits"] is True and out["image_storage"] == "host"
 
 
 def test_validate_role_reports_running_out_of_memory(monkeypatch):
@@ -157,3 +201,17 @@ def test_validate_role_reports_running_out_of_memory(monkeypatch):
     assert out["fits"] is False and "out of memory" in out["error"]
     with pytest.raises(ValueError, match="role must be one of"):
         cap.validate_role("actor", 4, RES, device="cpu")
+
+
+def test_cli_prints_both_storages_and_json_last(capsys):
+    from dexrl.cli import main
+
+    assert main(["bench", "capacity", "--resolution", RES, "--preset", "quickstart", "--gpus", "4",
+                 "--gpu-mem-gib", "8", "--image-storage", "host", "--microbatch-envs", "64", "--json"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    last = json.loads(out[-1])
+    assert last["setup"]["microbatch_envs"] == 64 and last["setup"]["image_storage"] == "host"
+    row = last[RES]
+    assert {"dp_total", "disagg_total", "ratio"} <= set(row) and row["image_storage"] == "host"
+    assert row["disagg_total"] == row["by_image_storage"]["host"]["disagg_total"]
+    assert any("rollout images in host memory" in line for line in out)

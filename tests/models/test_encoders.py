@@ -52,3 +52,22 @@ def test_layernorm_over_channels_and_space():
     assert x.mean(dim=(2, 3)).abs().max() > 1e-2
     with pytest.raises(ValueError, match="built for"):
         enc(torch.rand(1, 1, 120, 160))
+
+
+def test_chunked_inference_matches_and_bounds_memory():
+    from dexrl.bench.capacity import torch_peak_bytes
+
+    torch.manual_seed(0)
+    whole, chunked = DepthEncoder((1, 60, 80)), DepthEncoder((1, 60, 80), chunk=2)
+    chunked.load_state_dict(whole.state_dict())
+    x = torch.rand(8, 1, 60, 80)
+    with torch.no_grad():
+        peak_whole, a = torch_peak_bytes(lambda: whole(x), torch.device("cpu"))
+        peak_chunked, b = torch_peak_bytes(lambda: chunked(x), torch.device("cpu"))
+    torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+    # First conv + ReLU + LayerNorm outputs, float32: 8 images 16x28x38 = 545 KB each stage;
+    # chunks of 2 hold a quarter of that at a time.
+    assert peak_chunked < 0.4 * peak_whole
+    # With autograd on, nothing is chunked: the backward needs every activation anyway.
+    y = chunked(x)
+    assert y.requires_grad and y.shape == (8, 32)

@@ -94,3 +94,30 @@ def test_minibatches_are_env_slices_cut_into_chunks():
         torch.testing.assert_close(mb.obs["depth"][:, :, 0, 0, 0], codes / 1000, atol=6e-4, rtol=0)  # mm precision
         seen += envs[0, :n].tolist()
     assert sorted(seen) == list(range(N))  # the slices partition the envs
+
+
+def test_host_image_storage_splits_the_bytes():
+    model_cfg = ModelConfig(lstm_hidden=16)
+    device_cfg = PPOConfig(num_steps=8, seq_length=4, num_minibatches=2)
+    host_cfg = PPOConfig(num_steps=8, seq_length=4, num_minibatches=2, image_storage="host")
+    image = 8 * 24 * 32 * 2  # T * H * W * float16
+    total = bytes_per_env(DEPTH_SPEC, model_cfg, device_cfg)
+    assert bytes_per_env(DEPTH_SPEC, model_cfg, device_cfg, "host") == 0
+    assert bytes_per_env(DEPTH_SPEC, model_cfg, host_cfg, "host") == image
+    assert bytes_per_env(DEPTH_SPEC, model_cfg, host_cfg, "device") == total - image
+    assert bytes_per_env(STATE_SPEC, ModelConfig(actor_kind="mlp"), PPOConfig(image_storage="host"), "host") == 0
+    storage = RolloutStorage(DEPTH_SPEC, model_cfg, host_cfg, 4, "cpu")
+    assert storage.obs["depth"].device == storage.image_device == torch.device("cpu")
+    with pytest.raises(ValueError, match="where"):
+        bytes_per_env(DEPTH_SPEC, model_cfg, host_cfg, "gpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: host and learner device differ only there")
+def test_host_image_storage_on_cuda_round_trips():
+    cfg = PPOConfig(num_steps=4, seq_length=2, num_minibatches=2, image_storage="host")
+    storage = RolloutStorage(DEPTH_SPEC, ModelConfig(lstm_hidden=16), cfg, 4, "cuda")
+    assert storage.obs["depth"].is_pinned() and storage.actions.is_cuda
+    _fill(storage, 4, 4, 3)
+    mb = storage.gather(torch.tensor([2, 0]))
+    assert mb.obs["depth"].is_cuda and mb.actions.is_cuda
+    torch.testing.assert_close(mb.obs["depth"][:, 0].cpu(), storage.obs["depth"][:2, 2].float())

@@ -221,7 +221,10 @@ def _random_storage(storage: RolloutStorage, gen: torch.Generator) -> None:
         if buf.dtype == torch.bool:
             buf.copy_(torch.rand(buf.shape, generator=gen, device=buf.device) < 0.02)
         elif name == f"obs/{storage.spec.image_key}":
-            buf.copy_(torch.empty(buf.shape, device=buf.device).uniform_(0.5, 1.3, generator=gen))
+            # In pieces: a float32 copy of the whole buffer would double what validation measures.
+            for t in range(buf.shape[0]):
+                for part in buf[t].split(4096):
+                    part.copy_(torch.empty(part.shape, device=gen.device).uniform_(0.5, 1.3, generator=gen))
         else:
             buf.normal_(generator=gen)
     storage.action_std.uniform_(0.5, 1.5, generator=gen)
@@ -291,11 +294,12 @@ def measure_learner(cfg: TrainConfig, device: torch.device, probe: tuple[int, in
     """Update peak per minibatch env (two-point fit of the gather + forward + backward phase),
     the optimizer step's peak, saved tensors, inference per env, params."""
     spec, gen = _spec(cfg), torch.Generator(device=device).manual_seed(0)
-    ppo_cfg = dataclasses.replace(cfg.ppo, num_epochs=1, num_minibatches=1)  # one minibatch = all envs
+    # One minibatch = all envs, one backward pass, everything on the device: the raw costs.
+    ppo_cfg = dataclasses.replace(cfg.ppo, num_epochs=1, num_minibatches=1, microbatch_envs=0, image_storage="device")
     torch.manual_seed(0)
     model = build_actor_critic(spec, cfg.model, ppo_cfg, device)
     ppo = PPO(model, ppo_cfg, device)
-    update, optimizer, saved, infer = {}, {}, {}, {}
+    update, optimizer, saved, infer, infer_rest = {}, {}, {}, {}, {}
     for i, n in enumerate((probe[0], *probe)):  # the first pass creates Adam's state
         storage = RolloutStorage(spec, cfg.model, ppo_cfg, n, device)
         _random_storage(storage, gen)
@@ -304,7 +308,11 @@ def measure_learner(cfg: TrainConfig, device: torch.device, probe: tuple[int, in
             update[n], optimizer[n] = phases
             saved[n] = _saved_bytes(model, storage, ppo_cfg)
             state, reset = model.initial_state(n, device), torch.zeros(n, dtype=torch.bool, device=device)
-            infer[n] = torch_peak_bytes(lambda: model.act(_random_obs(spec, n, device), state, reset), device)[0]
+            act = lambda: model.act(_random_obs(spec, n, device), state, reset)  # noqa: E731
+            model.encoder.chunk = 0
+            infer[n] = torch_peak_bytes(act, device)[0]
+            model.encoder.chunk = 1  # one image at a time: what remains grows with every env
+            infer_rest[n] = torch_peak_bytes(act, device)[0]
         del storage
         _free(device)
     params = sum(q.numel() * q.element_size() for q in model.parameters())
@@ -315,10 +323,13 @@ def measure_learner(cfg: TrainConfig, device: torch.device, probe: tuple[int, in
     # excess and the optimizer step's peak (both hold the grads).
     per_env = fit_linear(saved)[1]
     excess = max(peak - per_env * n for n, peak in update.items())
+    rest = fit_linear(infer_rest)[1]
     return {
         "params": params, "learner_fixed": 3 * params + max(max(optimizer.values()), excess, params),
-        "update_per_env": per_env, "update_peak_slope": fit_linear(update)[1], "inference_per_env": fit_linear(infer)[1],
-        "samples": {"update": update, "optimizer_step": optimizer, "saved": saved, "inference": infer},
+        "update_per_env": per_env, "update_peak_slope": fit_linear(update)[1],
+        "inference_per_env": rest, "inference_encoder_per_env": max(fit_linear(infer)[1] - rest, 0.0),
+        "samples": {"update": update, "optimizer_step": optimizer, "saved": saved, "inference": infer,
+                    "inference_encoder_chunk_1": infer_rest},
     }
 
 
@@ -366,9 +377,12 @@ def measure_parts(resolution: str, preset: str = "teacher-depth", device: str = 
         physics_fixed=a, physics_per_world=b, physics_per_world_sq=c,
         render_fixed=sim["render"][0], render_per_world=sim["render"][1],
         env_fixed=sim["env"][0], env_per_world=sim["env"][1], transit_per_world=transit,
-        storage_per_env=bytes_per_env(spec, cfg.model, cfg.ppo), policy_state_per_env=policy_state_bytes_per_env(cfg.model),
+        storage_per_env=bytes_per_env(spec, cfg.model, cfg.ppo),
+        storage_image_per_env=bytes_per_env(spec, cfg.model, dataclasses.replace(cfg.ppo, image_storage="host"), "host"),
+        policy_state_per_env=policy_state_bytes_per_env(cfg.model),
         update_per_minibatch_env=learner["update_per_env"], update_peak_slope=learner["update_peak_slope"],
-        inference_per_env=learner["inference_per_env"], params_bytes=learner["params"],
+        inference_per_env=learner["inference_per_env"], inference_encoder_per_env=learner["inference_encoder_per_env"],
+        params_bytes=learner["params"],
         learner_fixed=learner["learner_fixed"], sim_overhead_measured=overhead,
         samples={**sim["samples"], **learner["samples"]},
     )

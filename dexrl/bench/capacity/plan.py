@@ -42,10 +42,12 @@ class Parts:
     env_per_world: float = 0.0
     transit_per_world: float = 0.0
     storage_per_env: float = 0.0
+    storage_image_per_env: float = 0.0  # the images' share of storage_per_env (what 'host' storage moves)
     policy_state_per_env: float = 0.0
     update_per_minibatch_env: float = 0.0
     update_peak_slope: float = 0.0  # reference: the update phase's raw two-point peak slope
-    inference_per_env: float = 0.0
+    inference_per_env: float = 0.0  # act() beyond the image encoder: grows with every env
+    inference_encoder_per_env: float = 0.0  # the image encoder's share: bounded by encoder_chunk
     params_bytes: float = 0.0
     learner_fixed: float = 0.0
     sim_overhead_measured: float | None = None
@@ -60,26 +62,51 @@ class Parts:
         return self.physics_per_world + self.render_per_world + self.env_per_world
 
 
+IMAGE_STORAGE = ("device", "host")
+
+
 @dataclass(frozen=True)
 class Budget:
+    """The node and the learner's memory settings (PPOConfig.microbatch_envs / image_storage,
+    ModelConfig.encoder_chunk; 0 means off, as there)."""
+
     gpus: int
     gpu_mem_bytes: float
     sim_overhead_bytes: float = 1.0 * GIB
     context_bytes: float = 0.5 * GIB
     multiple: int = 64
-    minibatch_envs: int | None = None  # fixed minibatch (envs); None: N / num_minibatches
+    microbatch_envs: int = 0  # envs per backward pass; 0: the whole minibatch (N / num_minibatches)
+    encoder_chunk: int = 0  # images per encoder pass in act(); 0: all N at once
+    image_storage: str = "device"  # rollout images on the learner's 'device' or in 'host' memory
+    host_mem_bytes: float = 512 * GIB  # the node's CPU memory for 'host' image storage
 
     def __post_init__(self) -> None:
         if self.gpus < 2:
             raise ValueError(f"the plan compares data parallel with disaggregated, which needs >= 2 GPUs, got {self.gpus}")
-        if self.gpu_mem_bytes <= 0 or self.multiple < 1:
-            raise ValueError("gpu memory must be > 0 and multiple >= 1")
+        if self.gpu_mem_bytes <= 0 or self.multiple < 1 or self.host_mem_bytes <= 0:
+            raise ValueError("gpu and host memory must be > 0 and multiple >= 1")
+        if self.microbatch_envs < 0 or self.encoder_chunk < 0:
+            raise ValueError("microbatch_envs and encoder_chunk must be >= 0 (0: off)")
+        if self.image_storage not in IMAGE_STORAGE:
+            raise ValueError(f"image_storage must be one of {IMAGE_STORAGE}, got {self.image_storage!r}")
 
 
 def learner_transient_bytes(p: Parts, b: Budget, n: int) -> float:
-    """max(update of one minibatch, inference on all n envs)."""
-    mb_envs = b.minibatch_envs if b.minibatch_envs is not None else n / p.num_minibatches
-    return max(p.update_per_minibatch_env * mb_envs, p.inference_per_env * n)
+    """max(backward of one micro-batch, inference on all n envs with the encoder in chunks)."""
+    minibatch = n / p.num_minibatches
+    micro = min(minibatch, b.microbatch_envs) if b.microbatch_envs else minibatch
+    encoded = min(n, b.encoder_chunk) if b.encoder_chunk else n
+    return max(p.update_per_minibatch_env * micro, p.inference_per_env * n + p.inference_encoder_per_env * encoded)
+
+
+def storage_device_bytes(p: Parts, b: Budget) -> float:
+    """Rollout bytes per env on the learner's GPU."""
+    return p.storage_per_env - (p.storage_image_per_env if b.image_storage == "host" else 0.0)
+
+
+def storage_host_bytes(p: Parts, b: Budget) -> float:
+    """Rollout bytes per env in host memory (all learners of the node share it)."""
+    return p.storage_image_per_env if b.image_storage == "host" else 0.0
 
 
 def sim_rank_bytes(p: Parts, b: Budget, n: int) -> float:
@@ -88,13 +115,13 @@ def sim_rank_bytes(p: Parts, b: Budget, n: int) -> float:
 
 
 def learner_rank_bytes(p: Parts, b: Budget, n: int) -> float:
-    return (b.context_bytes + p.learner_fixed + n * (p.storage_per_env + p.policy_state_per_env + p.transit_per_world)
+    return (b.context_bytes + p.learner_fixed + n * (storage_device_bytes(p, b) + p.policy_state_per_env + p.transit_per_world)
             + learner_transient_bytes(p, b, n))
 
 
 def dp_rank_bytes(p: Parts, b: Budget, n: int) -> float:
     return (b.context_bytes + b.sim_overhead_bytes + p.sim_fixed + p.learner_fixed
-            + n * (p.sim_per_world + p.storage_per_env + p.policy_state_per_env)
+            + n * (p.sim_per_world + storage_device_bytes(p, b) + p.policy_state_per_env)
             + p.physics_per_world_sq * n * n + learner_transient_bytes(p, b, n))
 
 
@@ -114,15 +141,22 @@ def max_worlds(mem: Callable[[int], float], budget: float, multiple: int, limit:
 
 
 def plan(p: Parts, b: Budget) -> dict:
-    """Table I for one resolution: max worlds per GPU and in total, both layouts."""
+    """Table I for one resolution: max worlds per GPU and in total, both layouts. With 'host'
+    image storage the node's host memory bounds the worlds of all its learners together."""
     m, sims = b.gpu_mem_bytes, b.gpus - 1
-    dp = max_worlds(lambda n: dp_rank_bytes(p, b, n), m, b.multiple)
+    host = storage_host_bytes(p, b)
+    dp_gpu = max_worlds(lambda n: dp_rank_bytes(p, b, n), m, b.multiple)
+    dp_host = max_worlds(lambda n: b.gpus * n * host, b.host_mem_bytes, b.multiple)
+    dp = min(dp_gpu, dp_host)
     sim_max = max_worlds(lambda n: sim_rank_bytes(p, b, n), m, b.multiple)
-    learner_max = max_worlds(lambda n: learner_rank_bytes(p, b, n), m, b.multiple * sims)
+    learner_max = min(max_worlds(lambda n: learner_rank_bytes(p, b, n), m, b.multiple * sims),
+                      max_worlds(lambda n: n * host, b.host_mem_bytes, b.multiple * sims))
     per_sim = min(sim_max, learner_max // sims)
     total = per_sim * sims
     return {
-        "dp_per_gpu": dp, "dp_total": dp * b.gpus, "sim_max_per_gpu": sim_max, "learner_max_total": learner_max,
+        "image_storage": b.image_storage,
+        "dp_per_gpu": dp, "dp_total": dp * b.gpus, "dp_bound": "host" if dp_host < dp_gpu else "gpu",
+        "sim_max_per_gpu": sim_max, "learner_max_total": learner_max,
         "disagg_per_gpu": per_sim, "disagg_total": total, "ratio": total / (dp * b.gpus) if dp else None,
         "disagg_bound": "learner" if learner_max // sims < sim_max else "sim",
     }
@@ -137,40 +171,56 @@ def _b(x: float | None) -> str:
     return f"{x:,.0f} B"
 
 
-def format_table(p: Parts, b: Budget, result: dict) -> str:
-    mb = f"fixed {b.minibatch_envs} envs" if b.minibatch_envs else f"N/{p.num_minibatches} envs"
+def _table_one(result: dict, b: Budget) -> list[str]:
+    r = result
+    ratio = "n/a (no DP rank fits)" if r["ratio"] is None else format(r["ratio"], ".2f")
+    return [
+        f"    {'data parallel':<20}{r['dp_per_gpu']:>12,}{r['dp_total']:>12,}   ({r['dp_bound']}-bound)",
+        f"    {'disaggregated':<20}{r['disagg_per_gpu']:>12,}{r['disagg_total']:>12,}   "
+        f"({b.gpus - 1} sim GPUs; {r['disagg_bound']}-bound: sim max {r['sim_max_per_gpu']:,}/GPU, "
+        f"learner max {r['learner_max_total']:,})",
+        f"    {'ratio':<20}{ratio:>24}",
+    ]
+
+
+def format_table(p: Parts, b: Budget, results: dict[str, dict]) -> str:
+    """The parts, then Table I for each image storage in `results` (image_storage -> plan)."""
+    micro = f"micro-batches of {b.microbatch_envs}" if b.microbatch_envs else f"whole minibatch, N/{p.num_minibatches}"
+    chunk = f"encoder in chunks of {b.encoder_chunk}" if b.encoder_chunk else "encoder on all N"
     rows = [
         ("physics (model + data + step scratch)", p.physics_fixed, p.physics_per_world),
         ("render context (depth)", p.render_fixed, p.render_per_world),
         ("env tensors (torch, step peak)", p.env_fixed, p.env_per_world),
         ("images in transit (per step)", None, p.transit_per_world),
         ("rollout storage", None, p.storage_per_env),
+        ("  of which images (device or host)", None, p.storage_image_per_env),
         ("policy state (recurrent carry)", None, p.policy_state_per_env),
-        (f"update per minibatch env ({mb})", None, p.update_per_minibatch_env),
+        (f"update per minibatch env ({micro})", None, p.update_per_minibatch_env),
         ("  (raw peak slope, reference)", None, p.update_peak_slope),
-        ("inference (act on N envs)", None, p.inference_per_env),
+        (f"inference: encoder ({chunk})", None, p.inference_encoder_per_env),
+        ("inference: the rest of act on N envs", None, p.inference_per_env),
         ("learner fixed (params, Adam, grads, step)", p.learner_fixed, None),
         ("sim overhead (parameter)", b.sim_overhead_bytes, None),
         ("CUDA context (parameter, every GPU)", b.context_bytes, None),
     ]
     lines = [f"bench capacity {p.resolution}: parts measured on {p.device}, preset {p.preset}, "
-             f"{b.gpus} GPUs x {_b(b.gpu_mem_bytes)}",
-             f"  {'part':<44}{'fixed':>14}{'per world':>14}"]
-    lines += [f"  {name:<44}{_b(f) if f is not None else '-':>14}{_b(v) if v is not None else '-':>14}" for name, f, v in rows]
+             f"{b.gpus} GPUs x {_b(b.gpu_mem_bytes)}, host {_b(b.host_mem_bytes)}",
+             f"  {'part':<48}{'fixed':>14}{'per world':>14}"]
+    lines += [f"  {name:<48}{_b(f) if f is not None else '-':>14}{_b(v) if v is not None else '-':>14}" for name, f, v in rows]
     if p.physics_per_world_sq > 0:
         lines.append(f"  physics grows as N^2: +{_b(p.physics_per_world_sq)} x N^2 (contact buffers sized nconmax * N "
                      "per world; mujoco_warp's put_data takes nconmax per world)")
     if p.sim_overhead_measured is not None:
         lines.append(f"  sim overhead measured on this GPU: {_b(p.sim_overhead_measured)}")
-    r = result
-    lines += [
-        f"  {'Table I':<22}{'per GPU':>12}{'total':>12}",
-        f"  {'data parallel':<22}{r['dp_per_gpu']:>12,}{r['dp_total']:>12,}",
-        f"  {'disaggregated':<22}{r['disagg_per_gpu']:>12,}{r['disagg_total']:>12,}   "
-        f"({b.gpus - 1} sim GPUs; {r['disagg_bound']}-bound: sim max {r['sim_max_per_gpu']:,}/GPU, "
-        f"learner max {r['learner_max_total']:,})",
-        f"  {'ratio':<22}{'n/a (no DP rank fits)' if r['ratio'] is None else format(r['ratio'], '.2f'):>24}",
-    ]
+    lines.append(f"  {'Table I':<22}{'per GPU':>12}{'total':>12}")
+    for storage, result in results.items():
+        where = "on the learner GPU" if storage == "device" else "in host memory"
+        lines.append(f"  rollout images {where}:")
+        lines += _table_one(result, b)
+    if {"device", "host"} <= set(results) and results["device"]["dp_total"]:
+        mixed = results["host"]["disagg_total"] / results["device"]["dp_total"]
+        lines.append(f"  disaggregated with host images vs data parallel with device images (the paper's "
+                     f"baseline layout): {mixed:.2f}")
     return "\n".join(lines)
 
 

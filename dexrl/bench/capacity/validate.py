@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import subprocess
@@ -60,15 +61,18 @@ def _allocate_role(role: str, cfg: TrainConfig, n: int, device: torch.device, ke
 
 
 def validate_role(role: str, num_envs: int, resolution: str, device: str = "cuda", preset: str = "teacher-depth",
-                  budget_gib: float | None = None) -> dict:
+                  budget_gib: float | None = None, image_storage: str | None = None) -> dict:
     """Allocate one role at num_envs worlds and run it once (sim: GraspEnv reset + 2 steps + send
     buffers; learner: model, Adam, storage, receive buffers, one act on N envs, one PPO update on
-    synthetic data; dp: both). Returns {"fits": bool, "error": first line of the OOM or None, ...}.
-    Errors other than running out of memory propagate."""
+    synthetic data; dp: both), with the preset's learner settings (image_storage overridable).
+    Returns {"fits": bool, "error": first line of the OOM or None, ...}. Errors other than
+    running out of memory propagate."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}, got {role!r}")
     w, h = parse_resolution(resolution)
     cfg = _train_config(preset, w, h, device, num_envs)  # checks num_envs against num_minibatches
+    if image_storage is not None:
+        cfg = dataclasses.replace(cfg, ppo=dataclasses.replace(cfg.ppo, image_storage=image_storage))
     dev = torch.device(device)
     keep: list = []
     ballast = _ballast(dev, budget_gib)
@@ -82,7 +86,7 @@ def validate_role(role: str, num_envs: int, resolution: str, device: str = "cuda
             raise
         fits, error = False, str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     result = {"role": role, "num_envs": num_envs, "resolution": f"{w}x{h}", "device": device, "preset": preset,
-              "budget_gib": budget_gib, "fits": fits, "error": error, "seconds": time.perf_counter() - start}
+              "budget_gib": budget_gib, "image_storage": cfg.ppo.image_storage, "fits": fits, "error": error, "seconds": time.perf_counter() - start}
     if dev.type == "cuda":
         result["torch_peak_bytes"] = torch.cuda.max_memory_allocated(dev) - (ballast.numel() if ballast is not None else 0)
         result["device_used_bytes"] = int(torch.cuda.mem_get_info(dev)[1] - torch.cuda.mem_get_info(dev)[0])
@@ -105,7 +109,8 @@ def _validate_isolated(kwargs: dict) -> dict:
 def validate_plan(result: dict, resolution: str, device: str = "cuda", preset: str = "teacher-depth",
                   budget_gib: float | None = None, over: float = 0.10) -> list[dict]:
     """Each role at its predicted maximum and `over` above (rounded up to whole minibatches),
-    each in a fresh process; "fits" is None where the process died for another reason."""
+    each in a fresh process, with the plan's image storage; "fits" is None where the process
+    died for another reason."""
     num_minibatches = load_preset(preset).ppo.num_minibatches
     predicted = {"sim": result["sim_max_per_gpu"], "learner": result["learner_max_total"], "dp": result["dp_per_gpu"]}
     checks = []
@@ -115,6 +120,6 @@ def validate_plan(result: dict, resolution: str, device: str = "cuda", preset: s
             if count <= 0:
                 continue
             kwargs = {"role": role, "num_envs": count, "resolution": resolution, "device": device,
-                      "preset": preset, "budget_gib": budget_gib}
+                      "preset": preset, "budget_gib": budget_gib, "image_storage": result.get("image_storage")}
             checks.append({"at": label, **_validate_isolated(kwargs)})
     return checks
