@@ -177,7 +177,7 @@ def cmd_bench_capacity(a) -> None:
     table, result = run_capacity(a.resolution, a.gpus, a.gpu_mem_gib, device=a.device, preset=a.preset,
                                  sim_overhead_gib=a.sim_overhead_gib, microbatch_envs=a.microbatch_envs,
                                  encoder_chunk=a.encoder_chunk, image_storage=a.image_storage,
-                                 host_mem_gib=a.host_mem_gib)
+                                 host_mem_gib=a.host_mem_gib, num_envs_probe=a.num_envs_probe)
     print(table)
     if a.json:
         print(json.dumps(result))
@@ -280,6 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--gpu-mem-gib", type=float, default=48.0)
     b.add_argument("--sim-overhead-gib", type=float, default=1.0, help="per simulating GPU: assets, CUDA context")
     b.add_argument("--host-mem-gib", type=float, default=512.0, help="the node's CPU memory, for --image-storage host")
+    b.add_argument("--num-envs-probe", type=int, default=2,
+                   help="p: the fits use (p, 3p, 5p) worlds and minibatches of (p, 2p) envs (default %(default)s)")
     b.add_argument("--microbatch-envs", type=int, help="envs per backward pass (ppo.microbatch_envs; default: the preset's)")
     b.add_argument("--encoder-chunk", type=int, help="images per encoder pass in act (model.encoder_chunk; default: the preset's)")
     b.add_argument("--image-storage", choices=("device", "host"),

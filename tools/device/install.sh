@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# On the lent GPU machine, after .dev/a and .dev/b arrived (two calls, see docs/gpu.md):
+# installs into /tmp/site; then `export PYTHONPATH=/tmp/site:$PWD`.
+set -euo pipefail
+test -f .dev/a/warp.so.xz.0 && test -f .dev/b/warp.so.xz.1 || { echo "install.sh: .dev/a and .dev/b must both be here (docs/gpu.md)"; exit 2; }
+mkdir -p /tmp/site
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .dev/a/*.whl
+python3 -c "import tarfile; tarfile.open('.dev/a/warp-tree.tar.xz').extractall('/tmp/site')"
+python3 -c "
+import lzma, pathlib
+data = pathlib.Path('.dev/a/warp.so.xz.0').read_bytes() + pathlib.Path('.dev/b/warp.so.xz.1').read_bytes()
+pathlib.Path('/tmp/site/warp/bin/warp.so').write_bytes(lzma.decompress(data))
+"
+if [ -f .dev/c/warp-clang.so.xz ]; then  # optional third part: Warp's CPU device
+  python3 -c "import lzma, pathlib; pathlib.Path('/tmp/site/warp/bin/warp-clang.so').write_bytes(lzma.decompress(pathlib.Path('.dev/c/warp-clang.so.xz').read_bytes()))"
+fi
+PYTHONPATH=/tmp/site:$PWD python3 -c "import warp, mujoco, mujoco_warp, dexrl; warp.init(); print('device ready: warp', warp.config.version, 'mujoco', mujoco.__version__)"
