@@ -167,7 +167,7 @@ class PPO:
     def _step(self, storage: RolloutStorage, env_ids: torch.Tensor) -> dict[str, torch.Tensor]:
         """One gradient step on the minibatch of env columns env_ids (n,), backward in
         micro-batches of cfg.microbatch_envs: every loss is a mean over equally sized samples,
-        so weighting each micro-batch's by its share n_i / n sums to the minibatch's loss.
+        so weighting each micro-batch's loss by its share n_i / n sums to the minibatch's loss.
         Returns detached metric tensors."""
         cfg = self.cfg
         micro = cfg.microbatch_envs or len(env_ids)

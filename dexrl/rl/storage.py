@@ -1,10 +1,11 @@
 """Rollout storage (T, N, ...) on the learner device, allocated once.
 
-Images are kept compact (and, with image_storage 'host', in CPU memory): float16 metres (2 B/pixel, ~0.5 mm resolution at 1 m) or uint16
-millimetres (2 B/pixel, 1 mm resolution, 65.535 m max). Vector observations, actions and
-scalars are float32; flags are bool. Recurrent states are kept only at the start of every
-truncated-BPTT chunk (t = 0, S, 2S, ... with S = seq_length): the update re-runs each chunk
-from exactly the state the policy had when it acted there.
+Images are kept compact: float16 metres (2 B/pixel, ~0.5 mm resolution at 1 m) or uint16
+millimetres (2 B/pixel, 1 mm resolution, 65.535 m max); with image_storage 'host' they live in
+CPU memory (pinned for a CUDA learner) and minibatches are copied to the learner device.
+Vector observations, actions and scalars are float32; flags are bool. Recurrent states are
+kept only at the start of every truncated-BPTT chunk (t = 0, S, 2S, ... with S = seq_length):
+the update re-runs each chunk from exactly the state the policy had when it acted there.
 
 Data flow per iteration, t = 0 .. T-1:
     out = model.act(obs, state, reset)
