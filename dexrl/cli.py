@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from dexrl.config.env import CameraConfig, EnvConfig, parse_resolution
+from dexrl.config.rl import IMAGE_STORAGE
 from dexrl.sim.objects import ObjectSetConfig
 
 
@@ -284,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="p: the fits use (p, 3p, 5p) worlds and minibatches of (p, 2p) envs (default %(default)s)")
     b.add_argument("--microbatch-envs", type=int, help="envs per backward pass (ppo.microbatch_envs; default: the preset's)")
     b.add_argument("--encoder-chunk", type=int, help="images per encoder pass in act (model.encoder_chunk; default: the preset's)")
-    b.add_argument("--image-storage", choices=("device", "host"),
+    b.add_argument("--image-storage", choices=IMAGE_STORAGE,
                    help="rollout images for the headline ratio (ppo.image_storage; default: the preset's); both are printed")
     b.add_argument("--preset", default="teacher-depth")
     b.add_argument("--device", default="cpu")

@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable
 
+from dexrl.config.rl import IMAGE_STORAGE
 from dexrl.models.actor_critic import recurrent_state_shapes
 
 GIB, MIB = 2**30, 2**20
@@ -60,9 +61,6 @@ class Parts:
     @property
     def sim_per_world(self) -> float:
         return self.physics_per_world + self.render_per_world + self.env_per_world
-
-
-IMAGE_STORAGE = ("device", "host")
 
 
 @dataclass(frozen=True)

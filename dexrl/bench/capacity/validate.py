@@ -86,7 +86,8 @@ def validate_role(role: str, num_envs: int, resolution: str, device: str = "cuda
             raise
         fits, error = False, str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     result = {"role": role, "num_envs": num_envs, "resolution": f"{w}x{h}", "device": device, "preset": preset,
-              "budget_gib": budget_gib, "image_storage": cfg.ppo.image_storage, "fits": fits, "error": error, "seconds": time.perf_counter() - start}
+              "budget_gib": budget_gib, "image_storage": cfg.ppo.image_storage, "fits": fits, "error": error,
+              "seconds": time.perf_counter() - start}
     if dev.type == "cuda":
         result["torch_peak_bytes"] = torch.cuda.max_memory_allocated(dev) - (ballast.numel() if ballast is not None else 0)
         result["device_used_bytes"] = int(torch.cuda.mem_get_info(dev)[1] - torch.cuda.mem_get_info(dev)[0])
