@@ -163,7 +163,8 @@ def cmd_bench_throughput(a) -> None:
 
     parse_resolution(a.resolution)
     procs = a.sim_ranks if a.runtime == "disagg" else a.ranks if a.runtime == "dp" else 1
-    result = bench_throughput(a.runtime, a.num_envs, a.resolution, a.iterations, a.preset, procs, a.device, a.pipeline)
+    result = bench_throughput(a.runtime, a.num_envs, a.resolution, a.iterations, a.preset, procs, a.device, a.pipeline,
+                              a.overlap_update)
     _print_table(f"bench throughput: {a.runtime}", result)
     if a.json:
         print(json.dumps(result))
@@ -178,7 +179,8 @@ def cmd_bench_capacity(a) -> None:
     table, result = run_capacity(a.resolution, a.gpus, a.gpu_mem_gib, device=a.device, preset=a.preset,
                                  sim_overhead_gib=a.sim_overhead_gib, microbatch_envs=a.microbatch_envs,
                                  encoder_chunk=a.encoder_chunk, image_storage=a.image_storage,
-                                 host_mem_gib=a.host_mem_gib, num_envs_probe=a.num_envs_probe)
+                                 host_mem_gib=a.host_mem_gib, num_envs_probe=a.num_envs_probe,
+                                 overlap_update=a.overlap_update or None)
     print(table)
     if a.json:
         print(json.dumps(result))
@@ -267,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--runtime", choices=("single", "dp", "disagg"), default="single")
     b.add_argument("--sim-ranks", type=int, default=2)
     b.add_argument("--pipeline", action="store_true", help="disagg: two world groups per sim rank")
+    b.add_argument("--overlap-update", action="store_true",
+                   help="collect the next rollout during the PPO update (one-iteration policy lag)")
     b.add_argument("--ranks", type=int, default=2)
     b.add_argument("--num-envs", type=int, default=32)
     b.add_argument("--resolution", default="80x60")
@@ -287,6 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--encoder-chunk", type=int, help="images per encoder pass in act (model.encoder_chunk; default: the preset's)")
     b.add_argument("--image-storage", choices=IMAGE_STORAGE,
                    help="rollout images for the headline ratio (ppo.image_storage; default: the preset's); both are printed")
+    b.add_argument("--overlap-update", action="store_true",
+                   help="plan for overlap_update: two rollout storages and a parameter copy per learner")
     b.add_argument("--preset", default="teacher-depth")
     b.add_argument("--device", default="cpu")
     b.add_argument("--json", action="store_true")

@@ -40,6 +40,10 @@ class TrainConfig:
     # disagg: each sim rank holds its worlds as two groups; the learner infers one group while
     # the sims step the other (beyond the paper's Algorithms 1-2).
     pipeline: bool = False
+    # Collect the next rollout (on a second thread, into a second rollout storage) while PPO
+    # updates on the last one, with the parameters from before that update: the sims no longer
+    # idle during the update, at the cost of a one-iteration policy lag (beyond the paper).
+    overlap_update: bool = False
     # Automatic Domain Randomization: on (start ranges, widen with success), off (the env's
     # configured ranges, fixed), max (terminal ranges from the start: distillation, eval).
     adr: str = "on"

@@ -18,6 +18,8 @@ import math
 import torch
 from torch import nn
 
+from dexrl.models.depth_codec import decode_depth
+
 
 def conv_plan(
     image_hw: tuple[int, int], kernels: tuple[int, ...], strides: tuple[int, ...]
@@ -37,7 +39,8 @@ def conv_plan(
 
 
 class DepthEncoder(nn.Module):
-    """(B, C, H, W) depth in metres -> (B, embed_dim) embedding."""
+    """(B, C, H, W) depth -> (B, embed_dim) embedding. Depth in float metres, or compact
+    (float16 metres, uint16 millimetres; see depth_codec): decoded here, one chunk at a time."""
 
     def __init__(
         self,
@@ -75,9 +78,8 @@ class DepthEncoder(nn.Module):
         return self._encode(depth)
 
     def _encode(self, depth: torch.Tensor) -> torch.Tensor:
-        # Storage keeps images as float16 / uint16; the convs want the weights' dtype
-        # (autocast still lowers them to bf16 on CUDA when enabled).
-        x = depth.to(self.proj.weight.dtype)  # (B, C, H, W)
+        # The convs want the weights' dtype (autocast still lowers them to bf16 on CUDA).
+        x = decode_depth(depth).to(self.proj.weight.dtype)  # (B, C, H, W)
         x = self.convs(x)  # (B, C4, H4, W4)
         x = x.mean(dim=(2, 3))  # (B, C4) global average pool
         return self.proj(x)  # (B, embed_dim)

@@ -24,11 +24,7 @@ from dexrl.rl.storage import (
     Minibatch,
     RolloutStorage,
     bytes_per_env,
-    decode_depth,
-    depth_to_uint16_mm,
-    encode_depth,
     storage_layout,
-    uint16_mm_to_depth,
 )
 
 __all__ = [
@@ -45,15 +41,11 @@ __all__ = [
     "build_actor_critic",
     "bytes_per_env",
     "compute_gae",
-    "decode_depth",
-    "depth_to_uint16_mm",
-    "encode_depth",
     "linear_lr",
     "merge_moments",
     "merge_moments_stacked",
     "ppo_losses",
     "storage_layout",
     "surrogate_loss",
-    "uint16_mm_to_depth",
     "value_loss",
 ]

@@ -26,28 +26,10 @@ import torch
 
 from dexrl.config.rl import ModelConfig, PPOConfig
 from dexrl.models.actor_critic import PolicyOutput, State, recurrent_state_shapes
+from dexrl.models.depth_codec import IMAGE_TORCH_DTYPES, encode_depth
 from dexrl.models.spec import ObsSpec
 
 ENV = -1  # placeholder for N in a layout shape
-_IMAGE_DTYPES = {"float16": torch.float16, "uint16mm": torch.uint16}
-
-
-def depth_to_uint16_mm(depth_m: torch.Tensor) -> torch.Tensor:
-    """Metres -> whole millimetres in uint16, rounded, saturating at 0 and 65535 mm."""
-    return (depth_m.float() * 1000.0).round().clamp(0.0, 65535.0).to(torch.uint16)
-
-
-def uint16_mm_to_depth(depth_mm: torch.Tensor) -> torch.Tensor:
-    """uint16 millimetres -> float32 metres."""
-    return depth_mm.float() * 1e-3
-
-
-def encode_depth(depth_m: torch.Tensor, image_dtype: str) -> torch.Tensor:
-    return depth_to_uint16_mm(depth_m) if image_dtype == "uint16mm" else depth_m.to(torch.float16)
-
-
-def decode_depth(stored: torch.Tensor) -> torch.Tensor:
-    return uint16_mm_to_depth(stored) if stored.dtype == torch.uint16 else stored.float()
 
 
 def storage_layout(spec: ObsSpec, model_cfg: ModelConfig, ppo_cfg: PPOConfig) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
@@ -56,7 +38,7 @@ def storage_layout(spec: ObsSpec, model_cfg: ModelConfig, ppo_cfg: PPOConfig) ->
     T, A, f32 = ppo_cfg.num_steps, spec.action_dim, torch.float32
     layout: dict[str, tuple[tuple[int, ...], torch.dtype]] = {}
     if spec.image_key is not None:
-        layout[f"obs/{spec.image_key}"] = ((T, ENV, *spec.image_shape), _IMAGE_DTYPES[ppo_cfg.image_dtype])
+        layout[f"obs/{spec.image_key}"] = ((T, ENV, *spec.image_shape), IMAGE_TORCH_DTYPES[ppo_cfg.image_dtype])
     for key, dim in spec.vector_dims.items():
         layout[f"obs/{key}"] = ((T, ENV, dim), f32)
     for name in ("actions", "action_mean", "action_std"):
@@ -96,7 +78,7 @@ def bytes_per_env(spec: ObsSpec, model_cfg: ModelConfig, ppo_cfg: PPOConfig, whe
 class Minibatch:
     """B = K * n sequences of length S: K chunks of each of n environments."""
 
-    obs: dict[str, torch.Tensor]  # (S, B, ...) images decoded to float32 metres
+    obs: dict[str, torch.Tensor]  # (S, B, ...) images compact (the encoder decodes them)
     actions: torch.Tensor  # (S, B, A)
     log_probs: torch.Tensor  # (S, B)
     values: torch.Tensor  # (S, B) real scale, from collection
@@ -213,8 +195,7 @@ class RolloutStorage:
         env_ids = env_ids.to(self.device)
         obs = {}
         for key, buf in self.obs.items():
-            x = self._chunks(buf, env_ids)
-            obs[key] = decode_depth(x) if key == self.spec.image_key else x
+            obs[key] = self._chunks(buf, env_ids)
         states = {}
         for key, buf in self.states.items():
             x = buf.index_select(2, env_ids)  # (K, L, n, H)

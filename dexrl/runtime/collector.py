@@ -8,18 +8,22 @@ import torch
 
 from dexrl.envs.grasp import GraspEnv
 from dexrl.models import ActorCritic, ObsSpec
-from dexrl.rl import RolloutStorage, decode_depth, encode_depth
+from dexrl.models.depth_codec import encode_depth
+from dexrl.rl import RolloutStorage
 
 
 class PhaseTimer:
-    """Wall seconds per named phase; synchronizes CUDA at phase ends so times are real."""
+    """Wall seconds per named phase; synchronizes CUDA at phase ends so times are real: the
+    whole device, or only ``stream`` (a collector running beside the PPO update)."""
 
-    def __init__(self, device: torch.device):
-        self.cuda = device.type == "cuda"
+    def __init__(self, device: torch.device, stream: "torch.cuda.Stream | None" = None):
+        self.cuda, self.stream = device.type == "cuda", stream
         self.seconds: dict[str, float] = {}
 
     def __call__(self, name: str, start: float) -> float:
-        if self.cuda:
+        if self.stream is not None:
+            self.stream.synchronize()
+        elif self.cuda:
             torch.cuda.synchronize()
         now = time.perf_counter()
         self.seconds[name] = self.seconds.get(name, 0.0) + now - start
@@ -74,13 +78,14 @@ class Collector:
         self.reset = torch.ones(env.n, dtype=torch.bool, device=device)
 
     def _select(self, obs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The spec's keys on the learner device. Images are quantized to the compact dtype
-        they are stored (and, between processes, sent) in, so every runtime's policy sees the
-        same pixels; quantizing twice changes nothing."""
+        """The spec's keys on the learner device. Images are kept in the compact dtype they
+        are stored (and, between processes, sent) in: every runtime's policy sees the same
+        pixels, and the learner holds 2 bytes a pixel, not 4, for all its worlds (the encoder
+        decodes a chunk at a time)."""
         out = {k: obs[k].to(self.device, non_blocking=True) for k in self.keys}
         key = self.spec.image_key
         if key is not None:
-            out[key] = decode_depth(encode_depth(out[key], self.image_dtype))
+            out[key] = encode_depth(out[key], self.image_dtype)
         return out
 
     def _act_and_step(self, timer: PhaseTimer):

@@ -18,7 +18,7 @@ import torch
 from dexrl.config.train import TrainConfig
 from dexrl.envs.grasp import GraspEnv, StepResult
 from dexrl.envs.rewards import REWARD_TERMS
-from dexrl.rl import decode_depth, encode_depth
+from dexrl.models.depth_codec import encode_depth
 from dexrl.runtime import comm
 
 CMD_STEP, CMD_STATE, CMD_LOAD, CMD_STOP, CMD_RANGES = 0, 1, 2, 3, 4
@@ -145,6 +145,7 @@ class RemoteEnvs:
                     for g in range(self.groups)], [r for r in sim_ranks for _ in range(self.groups)])
         self.first_obs = self._obs()
         self._wait_s = self._sim_s = 0.0
+        self._steps, self._sim_each = 0, torch.zeros(len(sim_ranks), dtype=torch.float64)  # (K,) env.step seconds
         self._actions: list = [None] * self.groups  # kept alive until their sends complete
         self._pending: list = []
 
@@ -181,21 +182,24 @@ class RemoteEnvs:
         return works
 
     def _obs(self) -> dict[str, torch.Tensor]:
-        out = {k: v.to(self.device, non_blocking=True) for k, v in self.obs_buf.items()}
-        if "depth" in out:
-            out["depth"] = decode_depth(out["depth"])
-        return out
+        # Images stay compact: the Collector keeps them so (see Collector._select).
+        return {k: v.to(self.device, non_blocking=True) for k, v in self.obs_buf.items()}
 
     def reset(self) -> dict[str, torch.Tensor]:
         """The sims reset once at start-up (Algorithm 1, line 2); this returns that observation."""
         return self.first_obs
 
     def pop_timings(self) -> dict[str, float]:
-        """Seconds since the last call: the slowest sim's env.step time ('sim'), and the rest
-        of the learner's wait for the sims ('transfer'); bytes received and sent per step."""
+        """Since the last call: the slowest sim's env.step seconds ('sim'), the rest of the
+        learner's wait for the sims ('transfer'), bytes received and sent per step, and the
+        sims' sim-only rate: the sum over sim ranks of worlds x steps / that rank's env.step
+        seconds (what they would reach if they never waited for the learner)."""
         out = {"time/sim_s": self._sim_s, "time/transfer_s": max(self._wait_s - self._sim_s, 0.0),
                "transfer/bytes_per_step": float(self.bytes_per_step + self.n * self.action_dim * 4)}
+        if self._steps and bool((self._sim_each > 0).all()):
+            out["sims/sim_only_env_steps_per_s"] = float((self.per_sim * self._steps / self._sim_each).sum())
         self._wait_s = self._sim_s = 0.0
+        self._steps, self._sim_each = 0, torch.zeros_like(self._sim_each)
         return out
 
     def send_group(self, group: int, actions: torch.Tensor) -> None:
@@ -217,7 +221,10 @@ class RemoteEnvs:
                 ranks.append(rank)
         self._recv(bufs, ranks, self._pending)
         self._wait_s += time.perf_counter() - self._start
-        self._sim_s += float(self.sim_seconds.sum(1).max())
+        per_sim = self.sim_seconds.sum(1).flatten().cpu()  # (K,) this step's env.step seconds
+        self._sim_s += float(per_sim.max())
+        self._sim_each += per_sim
+        self._steps += 1
         d = self.device
         aux = self.aux.to(d)
         info = {"reward_terms": {k: aux[:, j] for j, k in enumerate(REWARD_TERMS)},

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -41,7 +43,12 @@ def obs_spec(cfg: TrainConfig, obs: dict[str, torch.Tensor], action_dim: int) ->
 class Trainer:
     """The parts of a run, built once; ``train`` is the loop. The same class serves every
     runtime: single process (a GraspEnv), a data-parallel rank (its slice of worlds, hooks
-    that all-reduce), or the disaggregated learner (RemoteEnvs standing in for the sims)."""
+    that all-reduce), or the disaggregated learner (RemoteEnvs standing in for the sims).
+
+    With ``cfg.overlap_update`` the next rollout is collected, on a second thread and into a
+    second storage, while PPO updates on the last one: the collector acts with a copy of the
+    parameters taken before the update (a one-iteration policy lag; PPO's ratio is taken
+    against the log-probabilities the rollout was collected with)."""
 
     cfg: TrainConfig
     env: object  # GraspEnv or RemoteEnvs: reset(), step(), state_dict(), n, device, cfg
@@ -54,6 +61,7 @@ class Trainer:
     is_logger: bool = True  # writes the run directory and the main checkpoint
     stats_reduce: object = None  # callable: per-rank stats dict -> mean over ranks
     agree: object = None  # callable: this rank's ADR proposal (bool) -> the decision all ranks take
+    spare: RolloutStorage | None = None  # overlap_update: the storage the next rollout fills
     adr_state: adr.ADRState = field(default_factory=adr.ADRState)
     iteration: int = 0
     env_steps: int = 0
@@ -61,6 +69,13 @@ class Trainer:
     def __post_init__(self):
         self.adr_state = adr.initial_state(self.cfg.adr)
         self._apply_adr()
+        self._ahead: dict | None = None  # overlap_update: statistics of the rollout collected ahead
+        self._thread: ThreadPoolExecutor | None = None  # overlap_update: the collector thread, while training
+        # The sims' results arrive on the collector's own CUDA stream, so inference and
+        # transfer overlap the update's kernels (a local env's Warp kernels keep their stream).
+        remote = not isinstance(self.env, GraspEnv)
+        overlap = self.spare is not None
+        self._stream = torch.cuda.Stream(self.device) if overlap and remote and self.device.type == "cuda" else None
 
     def _apply_adr(self) -> None:
         if self.cfg.adr != "off":
@@ -89,10 +104,13 @@ class Trainer:
             after_init(model)  # e.g. broadcast the initial parameters
         ppo = PPO(model, cfg.ppo, device, cfg.max_iterations, seed=cfg.seed + rank, hooks=hooks)
         storage = RolloutStorage(spec, cfg.model, cfg.ppo, env.n, device)
+        spare = RolloutStorage(spec, cfg.model, cfg.ppo, env.n, device) if cfg.overlap_update else None
+        # overlap_update: the collector acts with its own copy of the parameters (see Trainer).
+        actor = copy.deepcopy(model).requires_grad_(False) if cfg.overlap_update else model
         collector_cls = PipelinedCollector if getattr(env, "groups", 1) > 1 else Collector
-        collector = collector_cls(env, model, spec, device, first_obs, cfg.ppo.image_dtype)
+        collector = collector_cls(env, actor, spec, device, first_obs, cfg.ppo.image_dtype)
         torch.manual_seed(cfg.seed + 1 + rank)  # exploration noise: distinct per rank, reproducible
-        return cls(cfg, env, model, ppo, storage, collector, device, rank, is_logger, stats_reduce, agree)
+        return cls(cfg, env, model, ppo, storage, collector, device, rank, is_logger, stats_reduce, agree, spare)
 
     # ---- checkpoints ------------------------------------------------------------------
     def state_dict(self, with_env: bool = True) -> dict:
@@ -156,20 +174,64 @@ class Trainer:
             bar.close()
             if logger is not None:
                 logger.close()
+            if self._thread is not None:
+                self._thread.shutdown(cancel_futures=True)
+                self._thread = None
         return Path(run_dir)
+
+    def _collect(self, storage: RolloutStorage) -> tuple[dict, dict]:
+        """One rollout into ``storage``: (its statistics, seconds per phase)."""
+        timer = PhaseTimer(self.device, self._stream)
+        if self._stream is None:
+            return self.collector.collect(storage, timer), timer.seconds
+        with torch.cuda.stream(self._stream):
+            return self.collector.collect(storage, timer), timer.seconds
+
+    def _reduce(self, stats: dict) -> dict:
+        """Statistics averaged over data-parallel ranks: on the main thread only, so every
+        rank issues its collectives in the same order."""
+        return self.stats_reduce(stats) if self.stats_reduce is not None else stats
+
+    def _start_next_rollout(self) -> Future | None:
+        """overlap_update: collect the next rollout on the collector thread with the current
+        parameters. The last iteration does so too (a rollout left untrained), so that every
+        iteration is the same work and its time an honest rate."""
+        if self.spare is None:
+            return None
+        self._refresh_actor()
+        if self._stream is not None:
+            self._stream.wait_stream(torch.cuda.current_stream(self.device))  # the parameter copy
+        self._thread = self._thread or ThreadPoolExecutor(1, thread_name_prefix="dexrl-collect")
+        return self._thread.submit(self._collect, self.spare)
+
+    def _refresh_actor(self) -> None:
+        """overlap_update: the collector's copy of the parameters := the current ones."""
+        if self.collector.model is not self.model:
+            self.collector.model.load_state_dict(self.model.state_dict())
 
     def _iteration(self, n: int) -> dict:
         cfg = self.cfg
         start = time.perf_counter()
-        timer = PhaseTimer(self.device)
-        stats = self.collector.collect(self.storage, timer)
-        if self.stats_reduce is not None:
-            stats = self.stats_reduce(stats)
-        self._step_adr(stats)
+        if self._ahead is None:  # no rollout collected ahead: always, unless overlap_update
+            self._refresh_actor()  # (after a resume it would still hold the initial parameters)
+            stats, seconds = self._collect(self.storage)
+            stats = self._reduce(stats)
+        else:  # collected during the last iteration
+            stats, seconds, self._ahead = self._ahead, {}, None
+        self._step_adr(stats)  # between rollouts: the env is idle
+        upcoming = self._start_next_rollout()
         losses = self.ppo.update(self.storage)
         self.iteration += 1
         self.env_steps += cfg.ppo.num_steps * n
-        seconds = time.perf_counter() - start
+        if upcoming is not None:
+            ahead, ahead_seconds = upcoming.result()  # a failed peer raises RankFailure here
+            if self._stream is not None:
+                torch.cuda.current_stream(self.device).wait_stream(self._stream)
+            self._ahead = self._reduce(ahead)
+            self.storage, self.spare = self.spare, self.storage
+            for key, value in ahead_seconds.items():  # the phases that ran during this iteration
+                seconds[key] = seconds.get(key, 0.0) + value
+        elapsed = time.perf_counter() - start
         return {"iteration": self.iteration - 1, "env_steps": self.env_steps,
-                "env_steps_per_s": cfg.ppo.num_steps * n / seconds, **stats, **adr.metrics(self.adr_state), **losses,
-                **{f"time/{k}_s": v for k, v in timer.seconds.items()}, "time/iteration_s": seconds}
+                "env_steps_per_s": cfg.ppo.num_steps * n / elapsed, **stats, **adr.metrics(self.adr_state), **losses,
+                **{f"time/{k}_s": v for k, v in seconds.items()}, "time/iteration_s": elapsed}

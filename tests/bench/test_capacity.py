@@ -58,6 +58,20 @@ def test_plan_learner_bound_by_hand():
     assert (r["learner_max_total"], r["disagg_total"]) == (150, 150)
 
 
+def test_overlap_update_doubles_the_rollout_and_copies_the_params_by_hand():
+    p = Parts(num_minibatches=4, physics_per_world=1, transit_per_world=1, storage_per_env=3,
+              update_per_minibatch_env=4, learner_fixed=100, params_bytes=20)
+    b = Budget(gpus=4, gpu_mem_bytes=1000, sim_overhead_bytes=100, context_bytes=0, multiple=1, overlap_update=True)
+    assert (b.rollouts, cap.storage_device_bytes(p, b), cap.learner_fixed_bytes(p, b)) == (2, 6, 120)
+    r = cap.plan(p, b)
+    # dp rank: 100 + 120 + n (1 physics + 6 storage) + n update = 220 + 8n <= 1000 -> 97
+    assert r["dp_per_gpu"] == 97
+    # learner: 120 + n (6 storage + 1 transit) + n update = 120 + 8n <= 1000 -> 110 -> 108 (3 sims)
+    assert (r["learner_max_total"], r["disagg_total"]) == (108, 108)
+    host = Budget(**{**vars(b), "image_storage": "host", "host_mem_bytes": 600})
+    assert cap.storage_host_bytes(Parts(storage_per_env=3, storage_image_per_env=2), host) == 4
+
+
 def test_microbatches_and_encoder_chunks_make_transients_fixed_by_hand():
     p = Parts(num_minibatches=4, update_per_minibatch_env=10, inference_per_env=1, inference_encoder_per_env=4)
     whole = Budget(gpus=2, gpu_mem_bytes=1e9)
@@ -188,8 +202,9 @@ def test_measured_image_share_and_encoder_share(parts):
 def test_validate_role_fits_at_tiny_size_on_cpu():
     out = cap.validate_role("dp", 4, RES, device="cpu", preset="quickstart")
     assert out["fits"] is True and out["error"] is None and out["image_storage"] == "device"
-    out = cap.validate_role("learner", 4, RES, device="cpu", preset="quickstart", image_storage="host")
-    assert out["fits"] is True and out["image_storage"] == "host"
+    out = cap.validate_role("learner", 4, RES, device="cpu", preset="quickstart", image_storage="host",
+                            overlap_update=True)
+    assert out["fits"] is True and out["image_storage"] == "host" and out["overlap_update"] is True
 
 
 def test_validate_role_reports_running_out_of_memory(monkeypatch):

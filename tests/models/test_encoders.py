@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from dexrl.models import DepthEncoder, conv_plan
+from dexrl.models.depth_codec import depth_to_uint16_mm, uint16_mm_to_depth
 
 torch.set_num_threads(1)
 
@@ -71,3 +72,14 @@ def test_chunked_inference_matches_and_bounds_memory():
     # With autograd on, nothing is chunked: the backward needs every activation anyway.
     y = chunked(x)
     assert y.requires_grad and y.shape == (8, 32)
+
+
+@pytest.mark.parametrize("chunk", [0, 3])
+def test_compact_images_encode_like_their_decoded_metres(chunk):
+    torch.manual_seed(0)
+    encoder = DepthEncoder((1, 12, 16), channels=(4, 4, 4, 4), chunk=chunk)
+    mm = depth_to_uint16_mm(torch.rand(8, 1, 12, 16) * 2)
+    with torch.no_grad():
+        assert torch.equal(encoder(mm), encoder(uint16_mm_to_depth(mm)))
+        f16 = uint16_mm_to_depth(mm).half()
+        assert torch.equal(encoder(f16), encoder(f16.float()))

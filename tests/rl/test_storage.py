@@ -5,7 +5,8 @@ import torch
 
 from dexrl.config.rl import ModelConfig, PPOConfig
 from dexrl.models import ObsSpec, PolicyOutput
-from dexrl.rl import RolloutStorage, bytes_per_env, decode_depth, depth_to_uint16_mm, encode_depth, uint16_mm_to_depth
+from dexrl.models.depth_codec import decode_depth, depth_to_uint16_mm, encode_depth, uint16_mm_to_depth
+from dexrl.rl import RolloutStorage, bytes_per_env
 
 DEPTH_SPEC = ObsSpec(action_dim=3, policy_vectors={"proprio": 5}, value_vectors={"critic": 7, "proprio": 5},
                      image_key="depth", image_shape=(1, 24, 32))
@@ -57,6 +58,9 @@ def test_uint16_mm_round_trip():
     assert (back[inside] - depth[inside]).abs().max().item() <= 0.5e-3 + 1e-6  # half a millimetre
     f16 = decode_depth(encode_depth(depth[:4], "float16"))
     torch.testing.assert_close(f16, depth[:4], rtol=1e-3, atol=0)
+    # Encoding an encoded image changes nothing (uint16 read as metres would be x1000).
+    assert torch.equal(encode_depth(mm, "uint16mm"), mm)
+    assert encode_depth(encode_depth(depth, "float16"), "float16").dtype == torch.float16
 
 
 def _fill(storage, T, N, A):
@@ -91,7 +95,9 @@ def test_minibatches_are_env_slices_cut_into_chunks():
             assert times[:, b].tolist() == list(range(k * S, k * S + S))  # chunk k, consecutive steps
             # state at the chunk start is the one recorded at t = k * S for that env
             assert mb.states["policy_h"][0, b, 0].item() == 100 * k * S + envs[0, b].item()
-        torch.testing.assert_close(mb.obs["depth"][:, :, 0, 0, 0], codes / 1000, atol=6e-4, rtol=0)  # mm precision
+        assert mb.obs["depth"].dtype == torch.uint16  # compact until the encoder decodes it
+        depth_m = decode_depth(mb.obs["depth"][:, :, 0, 0, 0])
+        torch.testing.assert_close(depth_m, codes / 1000, atol=6e-4, rtol=0)  # mm precision
         seen += envs[0, :n].tolist()
     assert sorted(seen) == list(range(N))  # the slices partition the envs
 
@@ -120,4 +126,4 @@ def test_host_image_storage_on_cuda_round_trips():
     _fill(storage, 4, 4, 3)
     mb = storage.gather(torch.tensor([2, 0]))
     assert mb.obs["depth"].is_cuda and mb.actions.is_cuda
-    torch.testing.assert_close(mb.obs["depth"][:, 0].cpu(), storage.obs["depth"][:2, 2].float())
+    torch.testing.assert_close(mb.obs["depth"][:, 0].cpu(), storage.obs["depth"][:2, 2])

@@ -52,12 +52,15 @@ def _model(path: Path) -> dict:
     return load_checkpoint(path)[0]["model"]
 
 
-def test_disaggregated_equals_single_bitwise(tmp_path):
-    args = ["train", "--preset", "quickstart", "--max-iterations", "2", *TINY]
+@pytest.mark.parametrize("overlap", [False, True], ids=["", "overlap_update"])
+def test_disaggregated_equals_single_bitwise(tmp_path, overlap):
+    args = ["train", "--preset", "quickstart", "--max-iterations", "3" if overlap else "2", *TINY,
+            *(["--set", "overlap_update=true"] if overlap else [])]
     assert main([*args, "--run-dir", str(tmp_path / "single")]) == 0
     assert main([*args, "--runtime", "disagg", "--sim-ranks", "2", "--run-dir", str(tmp_path / "disagg")]) == 0
-    a = _model(tmp_path / "single" / "checkpoints" / "iter_000002.pt")
-    b = _model(tmp_path / "disagg" / "checkpoints" / "iter_000002.pt")
+    last = "iter_000003.pt" if overlap else "iter_000002.pt"
+    a = _model(tmp_path / "single" / "checkpoints" / last)
+    b = _model(tmp_path / "disagg" / "checkpoints" / last)
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
@@ -66,10 +69,11 @@ def test_disaggregated_equals_single_bitwise(tmp_path):
     assert '"learner"' in roles[2].read_text()
 
 
-def test_data_parallel_ranks_keep_identical_parameters(tmp_path):
+@pytest.mark.parametrize("overlap", [False, True], ids=["", "overlap_update"])
+def test_data_parallel_ranks_keep_identical_parameters(tmp_path, overlap):
     run = tmp_path / "dp"
     assert main(["train", "--preset", "quickstart", "--max-iterations", "2", *TINY, "--runtime", "dp", "--ranks", "2",
-                 "--run-dir", str(run)]) == 0
+                 *(["--set", "overlap_update=true"] if overlap else []), "--run-dir", str(run)]) == 0
     a = _model(run / "checkpoints" / "iter_000002.pt")
     b = _model(run / "checkpoints" / "iter_000002.rank1.pt")
     for key in a:
@@ -78,12 +82,12 @@ def test_data_parallel_ranks_keep_identical_parameters(tmp_path):
     assert initial["iteration"] == 2
 
 
-def _start_and_stop_a_sim(run: Path, sig: int, timeout_s: int) -> tuple[int, str, float]:
+def _start_and_stop_a_sim(run: Path, sig: int, timeout_s: int, extra: tuple = ()) -> tuple[int, str, float]:
     """Train disaggregated in a subprocess, send ``sig`` to sim rank 1 after the first
     checkpoint, return (exit code, stderr, seconds from the signal to the learner's report)."""
     cmd = [sys.executable, "-m", "dexrl", "train", "--preset", "quickstart", *TINY, "--runtime", "disagg",
            "--sim-ranks", "2", "--max-iterations", "100000", "--fault-timeout", str(timeout_s),
-           "--set", "checkpoint_every=1", "--run-dir", str(run)]
+           "--set", "checkpoint_every=1", "--run-dir", str(run), *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 120
@@ -117,11 +121,16 @@ def _alive(pid: int) -> bool:
         return False
 
 
-@pytest.mark.parametrize("sig, causes", [(signal.SIGKILL, ("signal SIGKILL", "connection lost")),
-                                         (signal.SIGSTOP, ("no reply within 10 s",))])
-def test_dead_or_silent_sim_rank_stops_the_learner_with_a_checkpoint(tmp_path, sig, causes):
+KILLED = ("signal SIGKILL", "connection lost")
+
+
+@pytest.mark.parametrize("sig, causes, extra", [
+    (signal.SIGKILL, KILLED, ()), (signal.SIGSTOP, ("no reply within 10 s",), ()),
+    # The sims then die while the collector thread waits for them, beside the PPO update.
+    (signal.SIGKILL, KILLED, ("--set", "overlap_update=true"))], ids=["killed", "silent", "killed_overlap_update"])
+def test_dead_or_silent_sim_rank_stops_the_learner_with_a_checkpoint(tmp_path, sig, causes, extra):
     run = tmp_path / "fault"
-    code, err, stopped = _start_and_stop_a_sim(run, sig, timeout_s=10)
+    code, err, stopped = _start_and_stop_a_sim(run, sig, timeout_s=10, extra=extra)
     assert code != 0
     assert stopped < 10 + 15, stopped  # the learner stops within the fault timeout (+ slack)
     last = err.strip().splitlines()[-1]

@@ -1,5 +1,6 @@
 """`dexrl train` (single process): run-directory files, exact resume, reward that rises."""
 
+import copy
 import json
 
 import pytest
@@ -8,6 +9,8 @@ import torch
 from dexrl.cli import main
 from dexrl.config.train import apply_overrides, dumps, loads, preset
 from dexrl.runtime.checkpoint import CheckpointError, load_checkpoint
+from dexrl.rl import RolloutStorage
+from dexrl.runtime.collector import PhaseTimer
 from dexrl.runtime.single import Trainer
 
 
@@ -76,3 +79,55 @@ def test_quickstart_run_writes_run_dir_and_reward_rises(tmp_path, capsys):
     assert main(["eval", "--checkpoint", str(run), "--num-envs", "2", "--episodes", "2", "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["episodes"] == 2 and result["policy"] == "checkpoint"
+
+
+def _overlap(tiny, iterations: int):
+    cfg = tiny(iterations)
+    cfg.adr, cfg.overlap_update = "off", True
+    return cfg
+
+
+def test_overlap_update_collects_each_rollout_with_the_parameters_before_the_update(tmp_path, tiny):
+    overlapped = Trainer.build(_overlap(tiny, 3))
+    overlapped.train(tmp_path / "o", progress=False)
+
+    # The same schedule by hand on one thread: R0 with theta0, then R(i+1) with theta_i
+    # while update i turns theta_i into theta(i+1). The update draws only from PPO's own
+    # generator, so collecting first and updating second consumes the same random numbers.
+    cfg = _overlap(tiny, 3)
+    cfg.overlap_update = False
+    ref = Trainer.build(cfg)
+    actor = copy.deepcopy(ref.model)
+    ref.collector.model = actor
+    storages = [ref.storage, RolloutStorage(ref.storage.spec, cfg.model, cfg.ppo, ref.env.n, ref.device)]
+    timer = PhaseTimer(ref.device)
+    ref.collector.collect(storages[0], timer)
+    for i in range(3):
+        actor.load_state_dict(ref.model.state_dict())
+        ref.collector.collect(storages[1], timer)
+        ref.ppo.update(storages[0])
+        storages.reverse()
+    a, b = params(overlapped), params(ref)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+    synchronous = Trainer.build(cfg)
+    synchronous.train(tmp_path / "s", progress=False)
+    assert any(not torch.equal(a[k], v) for k, v in params(synchronous).items())  # the lag is real
+
+
+def test_overlap_update_resumes_acting_with_the_loaded_parameters(tmp_path, tiny):
+    Trainer.build(_overlap(tiny, 2)).train(tmp_path / "a", progress=False)
+    payload, _ = load_checkpoint(tmp_path / "a")
+    resumed = Trainer.build(_overlap(tiny, 4))
+    resumed.load_state_dict(payload)
+    loaded = copy.deepcopy(resumed.model)
+    resumed._iteration(resumed.env.n)
+    # The rollout trained in that iteration (now the spare storage) was collected by the
+    # loaded policy: its log-probabilities re-evaluate to the recorded ones.
+    mb = resumed.spare.gather(torch.arange(resumed.env.n))
+    with torch.no_grad():
+        ev = loaded.evaluate(mb.obs, mb.actions, mb.states, mb.resets)
+    torch.testing.assert_close(ev.log_prob, mb.log_probs, rtol=1e-4, atol=1e-4)
+    rows = [json.loads(ln) for ln in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in rows] == [0, 1] and all(r["time/update_s"] > 0 for r in rows)

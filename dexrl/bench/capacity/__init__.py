@@ -59,6 +59,7 @@ from dexrl.bench.capacity.plan import (
     Parts,
     dp_rank_bytes,
     format_table,
+    learner_fixed_bytes,
     learner_rank_bytes,
     learner_transient_bytes,
     max_worlds,
@@ -75,7 +76,7 @@ from dexrl.bench.capacity.validate import ROLES, validate_plan, validate_role
 __all__ = [
     "AUX_FLOATS", "GIB", "IMAGE_STORAGE", "MIB", "NUM_SYNERGIES", "ROLES",
     "Budget", "Parts", "TorchLiveBytes", "WarpBytes",
-    "dp_rank_bytes", "fit_linear", "fit_quadratic", "format_table", "learner_rank_bytes",
+    "dp_rank_bytes", "fit_linear", "fit_quadratic", "format_table", "learner_fixed_bytes", "learner_rank_bytes",
     "learner_transient_bytes", "max_worlds", "measure_learner", "measure_parts", "measure_sim",
     "parts_json", "plan", "policy_state_bytes_per_env", "run_capacity", "sim_rank_bytes",
     "storage_device_bytes", "storage_host_bytes", "torch_peak_bytes", "transit_bytes_per_world",
@@ -87,7 +88,7 @@ def run_capacity(resolutions: list[str], gpus: int, gpu_mem_gib: float, device: 
                  preset: str = "teacher-depth", num_envs_probe: int = 2, sim_overhead_gib: float = 1.0,
                  context_gib: float = 0.5, multiple: int = 64, microbatch_envs: int | None = None,
                  encoder_chunk: int | None = None, image_storage: str | None = None,
-                 host_mem_gib: float = 512.0) -> tuple[str, dict]:
+                 host_mem_gib: float = 512.0, overlap_update: bool | None = None) -> tuple[str, dict]:
     """Measure and plan every resolution: (the tables, the JSON object for the last line). The
     learner settings default to the preset's; the headline `dp_total`, `disagg_total` and
     `ratio` use `image_storage` for both layouts, and `by_image_storage` holds both."""
@@ -97,11 +98,12 @@ def run_capacity(resolutions: list[str], gpus: int, gpu_mem_gib: float, device: 
     budget = Budget(gpus, gpu_mem_gib * GIB, sim_overhead_gib * GIB, context_gib * GIB, multiple,
                     cfg.ppo.microbatch_envs if microbatch_envs is None else microbatch_envs,
                     cfg.model.encoder_chunk if encoder_chunk is None else encoder_chunk,
-                    image_storage or cfg.ppo.image_storage, host_mem_gib * GIB)
+                    image_storage or cfg.ppo.image_storage, host_mem_gib * GIB,
+                    cfg.overlap_update if overlap_update is None else overlap_update)
     setup = {"device": device, "preset": preset, "gpus": gpus, "gpu_mem_gib": gpu_mem_gib, "host_mem_gib": host_mem_gib,
              "sim_overhead_gib": sim_overhead_gib, "context_gib": context_gib, "multiple": multiple,
              "microbatch_envs": budget.microbatch_envs, "encoder_chunk": budget.encoder_chunk,
-             "image_storage": budget.image_storage}
+             "image_storage": budget.image_storage, "overlap_update": budget.overlap_update}
     tables, out = [], {"setup": setup}
     for res in resolutions:
         parts = measure_parts(res, preset, device, num_envs_probe)

@@ -231,8 +231,9 @@ def _random_storage(storage: RolloutStorage, gen: torch.Generator) -> None:
 
 
 def _random_obs(spec: ObsSpec, n: int, device: torch.device) -> dict[str, torch.Tensor]:
-    """What the learner receives for n envs: depth float16 decoded to float32, vectors float32."""
-    obs = {spec.image_key: torch.full((n, *spec.image_shape), 0.9, dtype=torch.float16, device=device).float()}  # (N, 1, H, W)
+    """What the learner acts on for n envs: depth compact (float16; the encoder decodes it a
+    chunk at a time), vectors float32."""
+    obs = {spec.image_key: torch.full((n, *spec.image_shape), 0.9, dtype=torch.float16, device=device)}  # (N, 1, H, W)
     return obs | {k: torch.zeros(n, d, device=device) for k, d in spec.vector_dims.items()}  # (N, D)
 
 

@@ -66,7 +66,7 @@ class Parts:
 @dataclass(frozen=True)
 class Budget:
     """The node and the learner's memory settings (PPOConfig.microbatch_envs / image_storage,
-    ModelConfig.encoder_chunk; 0 means off, as there)."""
+    ModelConfig.encoder_chunk, TrainConfig.overlap_update; 0 means off, as there)."""
 
     gpus: int
     gpu_mem_bytes: float
@@ -77,6 +77,11 @@ class Budget:
     encoder_chunk: int = 0  # images per encoder pass in act(); 0: all N at once
     image_storage: str = "device"  # rollout images on the learner's 'device' or in 'host' memory
     host_mem_bytes: float = 512 * GIB  # the node's CPU memory for 'host' image storage
+    overlap_update: bool = False  # a second rollout storage and a copy of the parameters per learner
+
+    @property
+    def rollouts(self) -> int:
+        return 2 if self.overlap_update else 1
 
     def __post_init__(self) -> None:
         if self.gpus < 2:
@@ -98,13 +103,18 @@ def learner_transient_bytes(p: Parts, b: Budget, n: int) -> float:
 
 
 def storage_device_bytes(p: Parts, b: Budget) -> float:
-    """Rollout bytes per env on the learner's GPU."""
-    return p.storage_per_env - (p.storage_image_per_env if b.image_storage == "host" else 0.0)
+    """Rollout bytes per env on the learner's GPU (every rollout storage it keeps)."""
+    return b.rollouts * (p.storage_per_env - (p.storage_image_per_env if b.image_storage == "host" else 0.0))
 
 
 def storage_host_bytes(p: Parts, b: Budget) -> float:
     """Rollout bytes per env in host memory (all learners of the node share it)."""
-    return p.storage_image_per_env if b.image_storage == "host" else 0.0
+    return b.rollouts * (p.storage_image_per_env if b.image_storage == "host" else 0.0)
+
+
+def learner_fixed_bytes(p: Parts, b: Budget) -> float:
+    """Params, Adam, grads and the optimizer step; with overlap_update the collector's copy of the params."""
+    return p.learner_fixed + (p.params_bytes if b.overlap_update else 0.0)
 
 
 def sim_rank_bytes(p: Parts, b: Budget, n: int) -> float:
@@ -113,12 +123,12 @@ def sim_rank_bytes(p: Parts, b: Budget, n: int) -> float:
 
 
 def learner_rank_bytes(p: Parts, b: Budget, n: int) -> float:
-    return (b.context_bytes + p.learner_fixed + n * (storage_device_bytes(p, b) + p.policy_state_per_env + p.transit_per_world)
+    return (b.context_bytes + learner_fixed_bytes(p, b) + n * (storage_device_bytes(p, b) + p.policy_state_per_env + p.transit_per_world)
             + learner_transient_bytes(p, b, n))
 
 
 def dp_rank_bytes(p: Parts, b: Budget, n: int) -> float:
-    return (b.context_bytes + b.sim_overhead_bytes + p.sim_fixed + p.learner_fixed
+    return (b.context_bytes + b.sim_overhead_bytes + p.sim_fixed + learner_fixed_bytes(p, b)
             + n * (p.sim_per_world + storage_device_bytes(p, b) + p.policy_state_per_env)
             + p.physics_per_world_sq * n * n + learner_transient_bytes(p, b, n))
 
@@ -152,7 +162,7 @@ def plan(p: Parts, b: Budget) -> dict:
     per_sim = min(sim_max, learner_max // sims)
     total = per_sim * sims
     return {
-        "image_storage": b.image_storage,
+        "image_storage": b.image_storage, "overlap_update": b.overlap_update,
         "dp_per_gpu": dp, "dp_total": dp * b.gpus, "dp_bound": "host" if dp_host < dp_gpu else "gpu",
         "sim_max_per_gpu": sim_max, "learner_max_total": learner_max,
         "disagg_per_gpu": per_sim, "disagg_total": total, "ratio": total / (dp * b.gpus) if dp else None,
@@ -202,7 +212,8 @@ def format_table(p: Parts, b: Budget, results: dict[str, dict]) -> str:
         ("CUDA context (parameter, every GPU)", b.context_bytes, None),
     ]
     lines = [f"bench capacity {p.resolution}: parts measured on {p.device}, preset {p.preset}, "
-             f"{b.gpus} GPUs x {_b(b.gpu_mem_bytes)}, host {_b(b.host_mem_bytes)}",
+             f"{b.gpus} GPUs x {_b(b.gpu_mem_bytes)}, host {_b(b.host_mem_bytes)}"
+             + (", overlap_update (two rollouts per learner)" if b.overlap_update else ""),
              f"  {'part':<48}{'fixed':>14}{'per world':>14}"]
     lines += [f"  {name:<48}{_b(f) if f is not None else '-':>14}{_b(v) if v is not None else '-':>14}" for name, f, v in rows]
     if p.physics_per_world_sq > 0:

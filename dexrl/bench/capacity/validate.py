@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -55,16 +56,20 @@ def _allocate_role(role: str, cfg: TrainConfig, n: int, device: torch.device, ke
         ppo = PPO(model, cfg.ppo, device)
         storage = RolloutStorage(spec, cfg.model, cfg.ppo, n, device)
         keep += [model, ppo, storage]
+        if cfg.overlap_update:  # the rollout being collected during the update, and the acting copy
+            keep += [RolloutStorage(spec, cfg.model, cfg.ppo, n, device), copy.deepcopy(model)]
         _random_storage(storage, torch.Generator(device=device).manual_seed(0))
         model.act(_random_obs(spec, n, device), model.initial_state(n, device), torch.ones(n, dtype=torch.bool, device=device))
         ppo.update(storage)
 
 
 def validate_role(role: str, num_envs: int, resolution: str, device: str = "cuda", preset: str = "teacher-depth",
-                  budget_gib: float | None = None, image_storage: str | None = None) -> dict:
+                  budget_gib: float | None = None, image_storage: str | None = None,
+                  overlap_update: bool | None = None) -> dict:
     """Allocate one role at num_envs worlds and run it once (sim: GraspEnv reset + 2 steps + send
     buffers; learner: model, Adam, storage, receive buffers, one act on N envs, one PPO update on
-    synthetic data; dp: both), with the preset's learner settings (image_storage overridable).
+    synthetic data; dp: both), with the preset's learner settings (image_storage and
+    overlap_update overridable).
     Returns {"fits": bool, "error": first line of the OOM or None, ...}. Errors other than
     running out of memory propagate."""
     if role not in ROLES:
@@ -73,6 +78,8 @@ def validate_role(role: str, num_envs: int, resolution: str, device: str = "cuda
     cfg = _train_config(preset, w, h, device, num_envs)  # checks num_envs against num_minibatches
     if image_storage is not None:
         cfg = dataclasses.replace(cfg, ppo=dataclasses.replace(cfg.ppo, image_storage=image_storage))
+    if overlap_update is not None:
+        cfg = dataclasses.replace(cfg, overlap_update=overlap_update)
     dev = torch.device(device)
     keep: list = []
     ballast = _ballast(dev, budget_gib)
@@ -86,7 +93,8 @@ def validate_role(role: str, num_envs: int, resolution: str, device: str = "cuda
             raise
         fits, error = False, str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     result = {"role": role, "num_envs": num_envs, "resolution": f"{w}x{h}", "device": device, "preset": preset,
-              "budget_gib": budget_gib, "image_storage": cfg.ppo.image_storage, "fits": fits, "error": error,
+              "budget_gib": budget_gib, "image_storage": cfg.ppo.image_storage, "overlap_update": cfg.overlap_update,
+              "fits": fits, "error": error,
               "seconds": time.perf_counter() - start}
     if dev.type == "cuda":
         result["torch_peak_bytes"] = torch.cuda.max_memory_allocated(dev) - (ballast.numel() if ballast is not None else 0)
@@ -110,7 +118,7 @@ def _validate_isolated(kwargs: dict) -> dict:
 def validate_plan(result: dict, resolution: str, device: str = "cuda", preset: str = "teacher-depth",
                   budget_gib: float | None = None, over: float = 0.10) -> list[dict]:
     """Each role at its predicted maximum and `over` above (rounded up to whole minibatches),
-    each in a fresh process, with the plan's image storage; "fits" is None where the process
+    each in a fresh process, with the plan's image storage and overlap_update; "fits" is None where the process
     died for another reason."""
     num_minibatches = load_preset(preset).ppo.num_minibatches
     predicted = {"sim": result["sim_max_per_gpu"], "learner": result["learner_max_total"], "dp": result["dp_per_gpu"]}
@@ -121,6 +129,7 @@ def validate_plan(result: dict, resolution: str, device: str = "cuda", preset: s
             if count <= 0:
                 continue
             kwargs = {"role": role, "num_envs": count, "resolution": resolution, "device": device,
-                      "preset": preset, "budget_gib": budget_gib, "image_storage": result.get("image_storage")}
+                      "preset": preset, "budget_gib": budget_gib, "image_storage": result.get("image_storage"),
+                      "overlap_update": result.get("overlap_update")}
             checks.append({"at": label, **_validate_isolated(kwargs)})
     return checks

@@ -1,0 +1,32 @@
+"""`dexrl bench throughput`: the summary of a run's metrics, and a real disaggregated run."""
+
+import json
+
+from dexrl.bench.throughput import summarize
+from dexrl.cli import main
+
+
+def test_summary_skips_warm_up_and_relates_to_the_sims_own_rate(tmp_path):
+    rows = [
+        {"env_steps_per_s": 1.0, "time/iteration_s": 99.0, "sims/sim_only_env_steps_per_s": 1.0},  # warm-up
+        {"env_steps_per_s": 300.0, "time/iteration_s": 2.0, "time/sim_s": 1.0, "time/update_s": 0.5,
+         "transfer/bytes_per_step": 1000.0, "sims/sim_only_env_steps_per_s": 400.0},
+        {"env_steps_per_s": 500.0, "time/iteration_s": 1.0, "time/sim_s": 0.5, "time/update_s": 0.3,
+         "transfer/bytes_per_step": 1000.0, "sims/sim_only_env_steps_per_s": 600.0},
+    ]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    out = summarize(tmp_path, "disagg", 2)
+    assert out["iterations_measured"] == 2 and out["env_steps_per_s"] == 400.0 and out["iteration_s"] == 1.5
+    assert out["sim_s"] == 0.75 and out["update_s"] == 0.4 and out["bytes_per_step"] == 1000.0
+    assert out["sim_only_env_steps_per_s"] == 500.0 and out["fraction_of_sim_only"] == 0.8  # 400 / 500
+
+
+def test_disaggregated_overlapped_run_reports_its_share_of_the_sims_rate(capsys):
+    args = ["bench", "throughput", "--runtime", "disagg", "--sim-ranks", "2", "--overlap-update", "--num-envs", "4",
+            "--resolution", "16x12", "--iterations", "3", "--json"]
+    assert main(args) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["overlap_update"] and result["processes"] == 2 and result["iterations_measured"] == 2
+    # Every step took the sims some time, and no run beats its own simulators.
+    assert result["sim_only_env_steps_per_s"] > 0 and 0 < result["fraction_of_sim_only"] <= 1.0
+    assert result["bytes_per_step"] > 0 and result["update_s"] > 0
