@@ -207,6 +207,23 @@ class PPO:
             terms["kl"] = gaussian_kl(mb.action_mean, mb.action_std.log(), ev.mean, ev.log_std).mean()
         return terms
 
+    @torch.no_grad()
+    def rebase_kl(self, storage: RolloutStorage) -> None:
+        """Make the update's KL (which drives the adaptive learning rate) measure the change
+        from the parameters as they are now, not from the policy that collected the rollout:
+        the storage's action means and stds := the current model's, one micro-batch of envs
+        at a time. For a rollout collected a few updates ago (overlap_update), which would
+        otherwise count those updates' drift against this one. The ratio keeps the collection
+        log-probabilities, so the importance weights stay right."""
+        storage.wait_for_copies()
+        ids = torch.arange(storage.num_envs, device=storage.device)
+        for part in ids.split(self.cfg.microbatch_envs or storage.num_envs):
+            mb = storage.gather(part)
+            with autocast(self.device, self.cfg.bf16):
+                ev = self.model.evaluate(mb.obs, mb.actions, mb.states, mb.resets)
+            storage.action_mean[:, part] = storage.unchunk(ev.mean.float())  # (T, n, A)
+            storage.action_std[:, part] = storage.unchunk(ev.log_std.float().exp())
+
     def update(self, storage: RolloutStorage) -> dict[str, float]:
         """Returns, then num_epochs x num_minibatches steps, then the obs-normalizer refresh."""
         start = time.perf_counter()

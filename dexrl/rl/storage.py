@@ -145,7 +145,7 @@ class RolloutStorage:
         for key, buf in self.obs.items():
             src = obs[key]
             if key == self.spec.image_key:
-                buf[step].copy_(encode_depth(src, self.cfg.image_dtype), non_blocking=True)  # see _wait_for_copies
+                buf[step].copy_(encode_depth(src, self.cfg.image_dtype), non_blocking=True)  # see wait_for_copies
             else:
                 buf[step] = src
         if step % self.cfg.seq_length == 0:
@@ -169,7 +169,7 @@ class RolloutStorage:
 
     def minibatch_env_ids(self, num_minibatches: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, ...]:
         """A random split of the N env columns into num_minibatches slices of N / num_minibatches."""
-        self._wait_for_copies()
+        self.wait_for_copies()
         return torch.randperm(self.num_envs, generator=generator).chunk(num_minibatches)  # CPU, (n,) each
 
     def minibatches(self, num_minibatches: int, generator: torch.Generator | None = None) -> Iterator[Minibatch]:
@@ -178,7 +178,7 @@ class RolloutStorage:
         for env_ids in self.minibatch_env_ids(num_minibatches, generator):
             yield self.gather(env_ids)
 
-    def _wait_for_copies(self) -> None:
+    def wait_for_copies(self) -> None:
         """Images go to pinned host memory asynchronously; the CPU must not read them earlier."""
         if self.image_device != self.device and self.device.type == "cuda":
             torch.cuda.current_stream(self.device).synchronize()
@@ -189,6 +189,12 @@ class RolloutStorage:
         x = buf.index_select(1, env_ids.to(buf.device)).to(self.device, non_blocking=True)  # (T, n, ...)
         x = x.reshape(K, S, *x.shape[1:]).transpose(0, 1)  # (S, K, n, ...)
         return x.reshape(S, -1, *x.shape[3:])  # (S, K*n, ...)
+
+    def unchunk(self, x: torch.Tensor) -> torch.Tensor:
+        """Inverse of the minibatch layout: (S, K * n, ...) -> (T, n, ...)."""
+        S, K = self.cfg.seq_length, self.cfg.num_chunks
+        x = x.reshape(S, K, -1, *x.shape[2:]).transpose(0, 1)  # (K, S, n, ...)
+        return x.reshape(S * K, *x.shape[2:])  # (T, n, ...)
 
     def gather(self, env_ids: torch.Tensor) -> Minibatch:
         """The minibatch of env columns env_ids (n,), any device."""

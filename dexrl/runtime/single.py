@@ -48,7 +48,8 @@ class Trainer:
     With ``cfg.overlap_update`` the next rollout is collected, on a second thread and into a
     second storage, while PPO updates on the last one: the collector acts with a copy of the
     parameters taken before the update (a one-iteration policy lag; PPO's ratio is taken
-    against the log-probabilities the rollout was collected with)."""
+    against the log-probabilities the rollout was collected with, the learning rate's KL
+    against the parameters at the update's start: PPO.rebase_kl)."""
 
     cfg: TrainConfig
     env: object  # GraspEnv or RemoteEnvs: reset(), step(), state_dict(), n, device, cfg
@@ -220,6 +221,8 @@ class Trainer:
             stats, seconds, self._ahead = self._ahead, {}, None
         self._step_adr(stats)  # between rollouts: the env is idle
         upcoming = self._start_next_rollout()
+        if self.spare is not None:  # the rollout came from the policy before the last update
+            self.ppo.rebase_kl(self.storage)
         losses = self.ppo.update(self.storage)
         self.iteration += 1
         self.env_steps += cfg.ppo.num_steps * n

@@ -131,3 +131,26 @@ def test_uneven_microbatches_weight_by_share():
     assert len(grads) == 2
     for whole, micro in zip(*grads):
         torch.testing.assert_close(micro, whole, rtol=1e-4, atol=1e-7)
+
+
+def test_rebase_kl_measures_from_the_current_parameters():
+    cfg = PPOConfig(num_steps=4, seq_length=2, num_minibatches=2, num_epochs=1, lr=1e-2, microbatch_envs=2)
+    env, model, storage, carry = _setup(cfg, n=6)
+    collect(env, model, storage, carry)
+    recorded = storage.action_mean.clone(), storage.action_std.clone(), storage.log_probs.clone()
+    ppo = PPO(model, cfg, "cpu", seed=1)
+    # Same parameters that collected: rebasing reproduces what acting recorded.
+    ppo.rebase_kl(storage)
+    torch.testing.assert_close(storage.action_mean, recorded[0], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(storage.action_std, recorded[1])
+    # After an update the rollout is one policy behind: rebasing moves the reference to the
+    # new means (what a fresh evaluation gives), and the collection log-probs stay.
+    ppo.update(storage)
+    ppo.rebase_kl(storage)
+    assert not torch.allclose(storage.action_mean, recorded[0], atol=1e-4)
+    assert torch.equal(storage.log_probs, recorded[2])
+    mb = storage.gather(torch.tensor([4, 1]))
+    with torch.no_grad():
+        ev = model.evaluate(mb.obs, mb.actions, mb.states, mb.resets)
+    torch.testing.assert_close(mb.action_mean, ev.mean, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(mb.action_std, ev.log_std.exp().expand_as(ev.mean))

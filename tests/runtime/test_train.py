@@ -105,6 +105,7 @@ def test_overlap_update_collects_each_rollout_with_the_parameters_before_the_upd
     for i in range(3):
         actor.load_state_dict(ref.model.state_dict())
         ref.collector.collect(storages[1], timer)
+        ref.ppo.rebase_kl(storages[0])  # the learning rate follows the KL from theta_i
         ref.ppo.update(storages[0])
         storages.reverse()
     a, b = params(overlapped), params(ref)

@@ -5,7 +5,8 @@
 #   env         bench env at 4096 and 8192 worlds, 160x120
 #   learner     bench learner, the paper's network at 160x120
 #   capacity    bench capacity on CUDA, then each role at the predicted maximum and +10%
-#   throughput  bench throughput single vs disagg (sims and learner share the one GPU)
+#   throughput  bench throughput single vs disagg, with and without the overlapped update
+#               (sims and learner share the one GPU)
 #   tests       the test suite on the GPU machine (CUDA-only tests run there)
 set -uo pipefail
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
@@ -26,7 +27,7 @@ case "$stage" in
 r = json.loads(sys.argv[1])['160x120']
 for c in validate_plan(r, '160x120', device='cuda', budget_gib=48): print(json.dumps(c))" "$plan" ;;
   throughput)
-    for rt in "single" "disagg --sim-ranks 2"; do
+    for rt in "single" "disagg --sim-ranks 2" "disagg --sim-ranks 2 --overlap-update"; do
       run python3 -m dexrl bench throughput --runtime $rt --preset teacher-depth --device cuda --num-envs 2048 --iterations 3 --json
     done ;;
   tests)
