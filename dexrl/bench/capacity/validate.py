@@ -118,8 +118,8 @@ def _validate_isolated(kwargs: dict) -> dict:
 def validate_plan(result: dict, resolution: str, device: str = "cuda", preset: str = "teacher-depth",
                   budget_gib: float | None = None, over: float = 0.10) -> list[dict]:
     """Each role at its predicted maximum and `over` above (rounded up to whole minibatches),
-    each in a fresh process, with the plan's image storage and overlap_update; "fits" is None where the process
-    died for another reason."""
+    each in a fresh process, with the plan's image storage and overlap_update; "fits" is None
+    where the process died for another reason."""
     num_minibatches = load_preset(preset).ppo.num_minibatches
     predicted = {"sim": result["sim_max_per_gpu"], "learner": result["learner_max_total"], "dp": result["dp_per_gpu"]}
     checks = []
