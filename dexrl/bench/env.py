@@ -32,7 +32,8 @@ def _time(fn, steps: int, device: torch.device) -> float:
 def engine_floor(env: GraspEnv, steps: int) -> dict:
     """The same batched physics + render loop, straight on mujoco_warp (no env logic), on a
     second copy of the model so the env's state is untouched."""
-    p = BatchedPhysics(env.scene, env.n, str(env.device), env.cfg.nconmax_per_world, env.cfg.njmax_per_world)
+    p = BatchedPhysics(env.scene, env.n, str(env.device), env.cfg.nconmax_per_world, env.cfg.njmax_per_world,
+                       env.cfg.naccdmax_per_world)
     rc = env.rig.rc if env.rig is not None else None
 
     def physics_only():

@@ -125,6 +125,12 @@ class EnvConfig:
     # Contact buffer per world: the 23 friction-loss rows plus up to ~30 contacts x 4 rows.
     nconmax_per_world: int = 48
     njmax_per_world: int = 160
+    # Convex-collision (GJK/EPA) slots, pooled over all worlds. Each slot costs ~6.7 KiB of
+    # step scratch (EPA polytope at 35 iterations): MuJoCo Warp's default, one per contact
+    # (48), is ~320 KiB a world, most of the simulator's memory. A scripted grasp needs at
+    # most 4 in a world; 12 leaves room for whole-hand grasps. An overflow drops contacts and
+    # shows as the `physics/overflow` metric and a warning.
+    naccdmax_per_world: int = 12
     solver_iterations: int = 30
     ls_iterations: int = 20
 
@@ -135,6 +141,9 @@ class EnvConfig:
             raise ValueError(f"world_offset must be >= 0 (the global id of this env's first world), got {self.world_offset}")
         if self.action_space not in ("joint_delta", "palm_synergy"):
             raise ValueError(f"action_space must be 'joint_delta' or 'palm_synergy', got {self.action_space!r}")
+        if not 1 <= self.naccdmax_per_world <= self.nconmax_per_world:
+            raise ValueError(f"naccdmax_per_world must be in [1, nconmax_per_world={self.nconmax_per_world}], "
+                             f"got {self.naccdmax_per_world}")
         if self.decimation < 1 or self.sim_dt <= 0:
             raise ValueError("decimation must be >= 1 and sim_dt > 0")
 

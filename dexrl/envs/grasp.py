@@ -54,7 +54,7 @@ class GraspEnv:
         self.cfg = cfg
         self.scene = build_scene(cfg)
         self.physics = BatchedPhysics(self.scene, cfg.num_envs, cfg.device, cfg.nconmax_per_world,
-                                      cfg.njmax_per_world)
+                                      cfg.njmax_per_world, cfg.naccdmax_per_world)
         p = self.physics
         self.n, self.device = cfg.num_envs, p.device
         world_ids = torch.arange(cfg.world_offset, cfg.world_offset + cfg.num_envs, device=self.device)  # (N,)
@@ -234,6 +234,7 @@ class GraspEnv:
         self.palm_pos_prev.copy_(self.palm_pos)
         self.tip_pos_prev.copy_(self.tip_pos)
         p.step(self.cfg.decimation)
+        overflow = p.take_overflow()  # (N,)
         self.prev_action = a
         self.episode_step += 1
 
@@ -255,7 +256,7 @@ class GraspEnv:
         info = {
             "reward_terms": terms, "success": success, "episode_success": self.success_steps >= hold_steps,
             "done": done, "episode_return": self.episode_return.clone(), "episode_length": self.episode_step.clone(),
-            "nonfinite": nonfinite, "final_critic": self.obs_builder.critic(),
+            "nonfinite": nonfinite, "physics_overflow": overflow, "final_critic": self.obs_builder.critic(),
         }
         self.nonfinite_resets += nonfinite.sum()
         # On CPU a host check is free and skips the masked reset when no world finished; on

@@ -45,6 +45,8 @@ class EpisodeStats:
             self.sums[f"reward/{name}"] = self.sums.get(f"reward/{name}", 0.0) + term.mean()
         self.sums["reward/total"] = self.sums.get("reward/total", 0.0) + reward.mean()
         self.sums["success_rate"] = self.sums.get("success_rate", 0.0) + info["success"].float().mean()
+        overflow = info["physics_overflow"].float().mean()  # share of worlds that dropped contacts
+        self.sums["physics/overflow"] = self.sums.get("physics/overflow", 0.0) + overflow
         done = info["done"]
         self.returns.append(info["episode_return"][done])
         self.lengths.append(info["episode_length"][done])

@@ -22,7 +22,8 @@ from dexrl.models.depth_codec import encode_depth
 from dexrl.runtime import comm
 
 CMD_STEP, CMD_STATE, CMD_LOAD, CMD_STOP, CMD_RANGES = 0, 1, 2, 3, 4
-AUX = tuple(REWARD_TERMS) + ("success", "done", "episode_return", "episode_length", "episode_success")
+AUX = tuple(REWARD_TERMS) + ("success", "done", "episode_return", "episode_length", "episode_success",
+                             "physics_overflow")
 # A sim rank waits this long for the learner's next command (the learner's PPO update runs
 # in between) before deciding the learner is gone.
 SIM_IDLE_TIMEOUT_S = 1800.0
@@ -66,7 +67,8 @@ class SimRank:
         info = res.info
         aux = torch.stack([*(info["reward_terms"][k] for k in REWARD_TERMS), info["success"].float(),
                            info["done"].float(), info["episode_return"], info["episode_length"].float(),
-                           info["episode_success"].float()], dim=-1)  # (n, len(AUX))
+                           info["episode_success"].float(), info["physics_overflow"].float()],
+                          dim=-1)  # (n, len(AUX))
         parts = [*self._obs_tensors(res.obs), res.reward, res.terminated, res.truncated, info["final_critic"], aux,
                  torch.tensor([sim_s], dtype=torch.float64)]
         return [p.to(self.wire) for p in parts]
@@ -232,6 +234,7 @@ class RemoteEnvs:
                 "episode_return": aux[:, AUX.index("episode_return")],
                 "episode_length": aux[:, AUX.index("episode_length")].long(),
                 "episode_success": aux[:, AUX.index("episode_success")] > 0.5,
+                "physics_overflow": aux[:, AUX.index("physics_overflow")] > 0.5,
                 "final_critic": self.final_critic.to(d)}
         return StepResult(self._obs(), self.reward.to(d), self.terminated.to(d), self.truncated.to(d), info)
 

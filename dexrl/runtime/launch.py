@@ -113,7 +113,9 @@ def run_rank(cfg: TrainConfig, run_dir: Path, resume: str | None) -> int:
         else:
             _learn(cfg, info, role, device, run_dir, resume)
     except comm.RankFailure as exc:
-        print(f"dexrl train: error: rank {info.rank} ({role}): {exc}", file=sys.stderr, flush=True)
+        # One write, so that lines from ranks sharing a terminal do not interleave.
+        sys.stderr.write(f"dexrl train: error: rank {info.rank} ({role}): {exc}\n")
+        sys.stderr.flush()
         if exc.rank >= 0 and role != "sim":  # the learning rank diagnoses; a sim only sees the learner go
             (Path(run_dir) / "ranks" / "failure.json").write_text(
                 json.dumps({"rank": exc.rank, "role": exc.role, "cause": exc.cause, "reported_by": info.rank}))

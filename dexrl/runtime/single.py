@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -154,6 +155,7 @@ class Trainer:
         logger = RunLogger(run_dir, cfg, self.iteration) if self.is_logger else None
         bar = tqdm(total=cfg.max_iterations, initial=self.iteration, desc="train", unit="it",
                    disable=not (progress and self.is_logger))
+        warned_overflow = not self.is_logger
         try:
             while self.iteration < cfg.max_iterations:
                 row = self._iteration(n)
@@ -163,6 +165,11 @@ class Trainer:
                                  "adr": f"{row['adr_progress']:.2f}",
                                  **{k.split('/')[1]: f"{v:.3f}" for k, v in row.items() if k.startswith("reward/")}})
                 bar.update(1)
+                if row.get("physics/overflow", 0.0) > 0 and not warned_overflow:
+                    warned_overflow = True
+                    bar.write(f"dexrl train: warning: MuJoCo Warp dropped contacts in {row['physics/overflow']:.2%} "
+                              "of world-steps (buffers full); raise env.naccdmax_per_world, env.nconmax_per_world "
+                              "or env.njmax_per_world (metric physics/overflow)", file=sys.stderr)
                 if self.iteration % cfg.checkpoint_every == 0 or self.iteration == cfg.max_iterations:
                     self.save(run_dir)
         except RankFailure:

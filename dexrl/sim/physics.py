@@ -23,6 +23,12 @@ PER_WORLD_FIELDS = (
 )
 
 
+# Overflows that drop contacts or constraints (not the solver's iteration caps): a buffer
+# sized by nconmax / njmax / naccdmax was too small in that world.
+BUFFER_OVERFLOW = int(mjw.OverflowType.NEFC | mjw.OverflowType.NJMAX_NNZ | mjw.OverflowType.BROADPHASE
+                      | mjw.OverflowType.NARROWPHASE | mjw.OverflowType.CCD | mjw.OverflowType.EPA_HORIZON)
+
+
 class DeviceError(RuntimeError):
     """The requested device does not exist on this machine."""
 
@@ -46,7 +52,7 @@ class BatchedPhysics:
     """
 
     def __init__(self, scene: Scene, num_worlds: int, device: str = "cpu", nconmax_per_world: int = 48,
-                 njmax_per_world: int = 160, cuda_graph: bool = True):
+                 njmax_per_world: int = 160, naccdmax_per_world: int | None = None, cuda_graph: bool = True):
         self.scene, self.num_worlds = scene, num_worlds
         self.wp_device = warp_device(device)
         self.device = torch.device(wp.device_to_torch(self.wp_device))
@@ -55,8 +61,9 @@ class BatchedPhysics:
             self.model = mjw.put_model(mjm, batch_sizes={f: num_worlds for f in PER_WORLD_FIELDS})
             mjd = mujoco.MjData(mjm)
             mujoco.mj_forward(mjm, mjd)
+            naccdmax = None if naccdmax_per_world is None else naccdmax_per_world * num_worlds
             self.data = mjw.put_data(mjm, mjd, nworld=num_worlds, nconmax=nconmax_per_world,  # per world
-                                     njmax=njmax_per_world)
+                                     njmax=njmax_per_world, naccdmax=naccdmax)
         # Hitting the line-search cap is benign (the step still improves); don't print it.
         self.model.opt.warn_overflow &= ~int(mjw.OverflowType.LS_ITERATIONS)
         self._graphs: dict[int, object] = {}
@@ -73,6 +80,7 @@ class BatchedPhysics:
         self.fields = {name: t(getattr(m, name)) for name in PER_WORLD_FIELDS}
         self.defaults = {name: v.clone() for name, v in self.fields.items()}
         self.qacc_warmstart = t(d.qacc_warmstart)  # (N, nv)
+        self._overflow = t(d.overflow)  # (N,) int32 OverflowType bits, sticky until cleared
         self.qpos0 = torch.as_tensor(mjm.qpos0, device=self.device, dtype=self.qpos.dtype)  # (nq,)
 
     def _substeps(self, n: int) -> None:
@@ -94,6 +102,13 @@ class BatchedPhysics:
                 self._graphs[substeps] = capture.graph
             wp.capture_launch(self._graphs[substeps])
             self.kinematics()
+
+    def take_overflow(self) -> torch.Tensor:
+        """(N,) bool: worlds whose contact or constraint buffers overflowed since the last
+        call (MuJoCo Warp dropped contacts there); clears the flags."""
+        hit = (self._overflow & BUFFER_OVERFLOW) != 0
+        self._overflow.zero_()
+        return hit
 
     def kinematics(self) -> None:
         with wp.ScopedDevice(self.wp_device):

@@ -6,6 +6,7 @@ import dataclasses
 import math
 
 import mujoco
+import mujoco_warp as mjw
 import pytest
 import torch
 
@@ -239,3 +240,20 @@ def test_palm_synergy_action_space_smoke():
     assert all(torch.isfinite(v).all() for v in out.obs.values()) and torch.isfinite(out.reward).all()
     with pytest.raises(ActionError):
         env.step(torch.zeros(2, 23))
+
+
+def test_dropped_contacts_are_flagged_per_world_and_step():
+    """A contact pool of one per world overflows once the falling object lands: MuJoCo Warp
+    drops contacts, and the step says so in every world of the pool."""
+    env = GraspEnv(EnvConfig(num_envs=2, depth=False, nconmax_per_world=1, naccdmax_per_world=1,
+                             objects=ObjectSetConfig(num_objects=2)))
+    env.reset()
+    flags = [env.step(torch.zeros(2, A)).info["physics_overflow"] for _ in range(20)]
+    assert flags[0].dtype == torch.bool and not flags[0].any()  # still falling: no contacts
+    assert any(f.all() for f in flags)
+    # The flags are per step: read, then cleared; the solver's iteration cap is not a drop.
+    env.physics._overflow.copy_(torch.tensor([int(mjw.OverflowType.CCD), int(mjw.OverflowType.ITERATIONS)]))
+    assert env.physics.take_overflow().tolist() == [True, False]
+    assert env.physics.take_overflow().tolist() == [False, False]
+    with pytest.raises(ValueError, match="naccdmax_per_world"):
+        EnvConfig(naccdmax_per_world=49)

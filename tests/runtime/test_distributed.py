@@ -138,6 +138,10 @@ def test_dead_or_silent_sim_rank_stops_the_learner_with_a_checkpoint(tmp_path, s
     assert "--resume" in last, last
     payload, _ = load_checkpoint(run)
     assert payload["model"] and payload["iteration"] >= 1
+    if sig == signal.SIGKILL and not extra:  # and --resume continues the run, sims restarted
+        stop = payload["iteration"] + 1
+        assert main(["train", "--resume", str(run), "--max-iterations", str(stop)]) == 0
+        assert load_checkpoint(run)[0]["iteration"] == stop
 
 
 def test_pipelined_disaggregated_run_collects_every_world(tmp_path):
@@ -175,3 +179,59 @@ def test_ctrl_c_leaves_no_process_behind(tmp_path):
     assert err.strip().splitlines()[-1].startswith("dexrl train: interrupted"), err[-2000:]
     time.sleep(1)
     assert not [pid for pid in pids if _alive(pid)], err[-2000:]
+
+
+def _torchrun_node(run: Path, rdzv: list[str], node_rank: int, nprocs: int, *args: str) -> subprocess.Popen:
+    """One node of a two-node `torchrun` job; both nodes on this machine's loopback."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(node_rank),
+           "--nproc-per-node", str(nprocs), *rdzv, "-m", "dexrl", "train", "--preset", "quickstart", *TINY,
+           "--runtime", "disagg", "--sim-ranks", "2", "--run-dir", str(run), *args]
+    # The learner's CPU reductions depend on its thread count: give it this process's.
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def test_plain_torchrun_on_two_nodes_equals_single_bitwise(tmp_path):
+    """The README's multi-node command (c10d rendezvous), two nodes of 2 + 1 processes."""
+    rdzv = ["--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{comm.free_loopback_port()}", "--rdzv-id", "t"]
+    nodes = [_torchrun_node(tmp_path / "torchrun", rdzv, r, n, "--max-iterations", "2") for r, n in ((0, 2), (1, 1))]
+    try:
+        errs = [node.communicate(timeout=300)[1] for node in nodes]
+    finally:
+        for node in nodes:
+            if node.poll() is None:
+                node.kill()
+    assert [node.returncode for node in nodes] == [0, 0], "\n".join(e[-2000:] for e in errs)
+    assert main(["train", "--preset", "quickstart", "--max-iterations", "2", *TINY,
+                 "--run-dir", str(tmp_path / "single")]) == 0
+    a = _model(tmp_path / "single" / "checkpoints" / "iter_000002.pt")
+    b = _model(tmp_path / "torchrun" / "checkpoints" / "iter_000002.pt")
+    assert all(torch.equal(a[key], b[key]) for key in a)
+    roles = {p.stem: json.loads(p.read_text())["role"] for p in (tmp_path / "torchrun" / "ranks").glob("*.json")}
+    assert roles == {"0": "sim", "1": "sim", "2": "learner"}
+
+
+def test_sim_ranks_exit_when_the_learner_on_another_node_dies(tmp_path):
+    """No launcher spans both nodes: the sims must notice the learner's death themselves."""
+    run = tmp_path / "two_nodes"
+    rdzv = ["--master-addr", "127.0.0.1", "--master-port", str(comm.free_loopback_port())]
+    args = ("--max-iterations", "100000", "--set", "checkpoint_every=1")
+    # Static rendezvous: node 0 holds ranks 0 and 1 (the sims), node 1 rank 2 (the learner).
+    nodes = [_torchrun_node(run, rdzv, 0, 2, *args), _torchrun_node(run, rdzv, 1, 1, *args)]
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not list(run.glob("checkpoints/iter_*.pt")):
+            assert all(node.poll() is None for node in nodes), [node.communicate() for node in nodes]
+            time.sleep(0.5)
+        pids = {p.stem: json.loads(p.read_text())["pid"] for p in run.glob("ranks/*.json")}
+        os.kill(pids["2"], signal.SIGKILL)
+        killed = time.time()
+        err = nodes[0].communicate(timeout=60)[1]
+        took = time.time() - killed
+    finally:
+        for node in nodes:
+            if node.poll() is None:
+                node.kill()
+    assert nodes[0].returncode != 0 and took < 30, took
+    assert "rank 0 (sim): learner rank 2 failed: connection lost" in err, err[-2000:]
+    assert not _alive(pids["0"]) and not _alive(pids["1"])

@@ -132,3 +132,18 @@ def test_overlap_update_resumes_acting_with_the_loaded_parameters(tmp_path, tiny
     torch.testing.assert_close(ev.log_prob, mb.log_probs, rtol=1e-4, atol=1e-4)
     rows = [json.loads(ln) for ln in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in rows] == [0, 1] and all(r["time/update_s"] > 0 for r in rows)
+
+
+def test_dropped_contacts_are_logged_and_warned_once(tmp_path, tiny, capsys):
+    """Contact pools too small for the scene: the run says so (metric and one warning line);
+    the default pools drop nothing."""
+    Trainer.build(tiny(6, nconmax_per_world=1, naccdmax_per_world=1)).train(tmp_path / "small", progress=False)
+    Trainer.build(tiny(6)).train(tmp_path / "default", progress=False)
+    warnings = [ln for ln in capsys.readouterr().err.splitlines() if "dropped contacts" in ln]
+    assert len(warnings) == 1 and "env.naccdmax_per_world" in warnings[0], warnings
+
+    def overflow(run: str) -> list[float]:
+        rows = (tmp_path / run / "metrics.jsonl").read_text().splitlines()
+        return [json.loads(ln)["physics/overflow"] for ln in rows]
+
+    assert max(overflow("small")) > 0 and max(overflow("default")) == 0

@@ -192,7 +192,7 @@ def _sample_warp(scene, e, n: int, warp: WarpBytes, samples: dict) -> None:
     from dexrl.sim.physics import BatchedPhysics  # noqa: PLC0415
 
     warp.reset()
-    physics = BatchedPhysics(scene, n, e.device, e.nconmax_per_world, e.njmax_per_world)
+    physics = BatchedPhysics(scene, n, e.device, e.nconmax_per_world, e.njmax_per_world, e.naccdmax_per_world)
     samples["physics_arrays"][n] = warp_array_bytes([physics.model, physics.data])
     for _ in range(2):
         physics.step(e.decimation)
