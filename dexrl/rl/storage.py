@@ -123,10 +123,20 @@ class RolloutStorage:
                 "advantages", "returns", "terminated", "truncated", "resets", "last_values")
 
     @torch.no_grad()
+    def insert_obs(self, step: int, obs: dict[str, torch.Tensor]) -> None:
+        """Record step t's observations (image (N, C, H, W) float metres or compact, vectors (N, D))."""
+        for key, buf in self.obs.items():
+            src = obs[key]
+            if key == self.spec.image_key:
+                buf[step].copy_(encode_depth(src, self.cfg.image_dtype), non_blocking=True)  # see wait_for_copies
+            else:
+                buf[step] = src
+
+    @torch.no_grad()
     def insert(
         self,
         step: int,
-        obs: dict[str, torch.Tensor],
+        obs: dict[str, torch.Tensor] | None,
         reset: torch.Tensor,
         state: State,
         out: PolicyOutput,
@@ -136,18 +146,14 @@ class RolloutStorage:
         truncated_values: torch.Tensor | None = None,
     ) -> None:
         """Record step t for all N envs. obs: the raw observations `out` was computed from
-        (image (N, C, H, W) float metres, vectors (N, D)); reset (N,) the flags passed to act;
+        (see insert_obs), or None if insert_obs recorded them already; reset (N,) the flags passed to act;
         state: the recurrent state PASSED TO act (saved at chunk starts); rewards,
         terminated, truncated (N,) from env.step; truncated_values (N,) V of the final
         observation of truncated episodes, or None to use out.value (see compute_gae)."""
         if out.value is None:
             raise ValueError("RolloutStorage.insert needs out.value; call act(..., with_value=True) while collecting.")
-        for key, buf in self.obs.items():
-            src = obs[key]
-            if key == self.spec.image_key:
-                buf[step].copy_(encode_depth(src, self.cfg.image_dtype), non_blocking=True)  # see wait_for_copies
-            else:
-                buf[step] = src
+        if obs is not None:
+            self.insert_obs(step, obs)
         if step % self.cfg.seq_length == 0:
             for key, buf in self.states.items():
                 buf[step // self.cfg.seq_length] = state[key]  # (L, N, H)

@@ -102,12 +102,16 @@ class Collector:
         stats = EpisodeStats()
         model.eval()
         for t in range(storage.cfg.num_steps):
+            # Recorded before stepping: a disaggregated env receives the next observations into
+            # the buffers self.obs views (one receive buffer per tensor, see RemoteEnvs). On CUDA
+            # the receive waits for this copy, queued earlier on the current stream.
+            storage.insert_obs(t, self.obs)
             out, res, start = self._act_and_step(timer)
             # Time-outs bootstrap from V(final state), computed from its critic observation (the
             # value network's only input group, "critic"); a cheap MLP pass over all worlds.
             final = {"critic": res.info["final_critic"].to(self.device)}
             truncated_values = torch.where(res.truncated.to(self.device), model.value(final, out.state), out.value)
-            storage.insert(t, self.obs, self.reset, self.state, out, res.reward.to(self.device),
+            storage.insert(t, None, self.reset, self.state, out, res.reward.to(self.device),
                            res.terminated.to(self.device), res.truncated.to(self.device), truncated_values)
             stats.add(res.info, res.reward)
             self.obs, self.state = self._select(res.obs), out.state

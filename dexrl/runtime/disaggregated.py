@@ -126,11 +126,10 @@ class RemoteEnvs:
         self.n, self.action_dim = self.per_sim * len(sim_ranks), hello[0]["action_dim"]
         dtype = {str(t): t for t in (torch.float32, torch.float16, torch.uint16, torch.bool, torch.int64)}
         # One buffer per tensor for all N worlds; each (sim, group) receives straight into its
-        # rows. Observations are double-buffered: the Collector still holds step t's while
-        # step t+1's arrive.
-        self.obs_bufs = [{k: torch.empty((self.n, *shape[1:]), dtype=dtype[dt], device=self.wire)
-                          for k, shape, dt in hello[0]["layout"]} for _ in range(2)]
-        self.obs_buf = self.obs_bufs[0]
+        # rows. Observations have one buffer, not two: the Collector records step t's in the
+        # rollout storage before it asks for step t+1 (Collector.collect).
+        self.obs_buf = {k: torch.empty((self.n, *shape[1:]), dtype=dtype[dt], device=self.wire)
+                        for k, shape, dt in hello[0]["layout"]}
         self.reward = torch.empty(self.n, device=self.wire)
         self.terminated = torch.empty(self.n, dtype=torch.bool, device=self.wire)
         self.truncated = torch.empty(self.n, dtype=torch.bool, device=self.wire)
@@ -207,7 +206,6 @@ class RemoteEnvs:
     def send_group(self, group: int, actions: torch.Tensor) -> None:
         """Start the sims on world group ``group``; ``actions`` (N / groups, A) in row order."""
         if group == 0:
-            self.obs_buf = self.obs_bufs[1] if self.obs_buf is self.obs_bufs[0] else self.obs_bufs[0]
             self._start = time.perf_counter()
             self._pending = []
         # Not waited for here: the sims are still busy with earlier groups (see _recv).

@@ -123,6 +123,8 @@ def sim_rank_bytes(p: Parts, b: Budget, n: int) -> float:
 
 
 def learner_rank_bytes(p: Parts, b: Budget, n: int) -> float:
+    # One receive buffer per world (RemoteEnvs: the Collector records step t's observations
+    # before step t+1's arrive into the same buffer).
     per_env = storage_device_bytes(p, b) + p.policy_state_per_env + p.transit_per_world
     return b.context_bytes + learner_fixed_bytes(p, b) + n * per_env + learner_transient_bytes(p, b, n)
 
