@@ -7,6 +7,7 @@ the run directory at start.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -37,10 +38,8 @@ def start(argv: list[str], cfg: TrainConfig, run_dir: Path, rdzv_endpoint: str |
     # A killed rank leaves semaphores behind; Python's resource tracker would otherwise print
     # a warning after our one-line report.
     os.environ.setdefault("PYTHONWARNINGS", "ignore:resource_tracker:UserWarning")
-    # The learning ranks use this process's intra-op thread count: CPU reductions depend on
-    # it, and a run must not change its numbers with the way it was launched.
-    os.environ.setdefault(THREADS_ENV, str(torch.get_num_threads()))
-    failure = comm.launch_local(main, (argv,), world_size(cfg), endpoint, uuid.uuid4().hex[:8])
+    with _env_default(THREADS_ENV, str(learner_threads(cfg))):  # the spawned ranks inherit it
+        failure = comm.launch_local(main, (argv,), world_size(cfg), endpoint, uuid.uuid4().hex[:8])
     if failure is None:
         return 0
     if failure["rank"] < 0:
@@ -64,6 +63,31 @@ def start(argv: list[str], cfg: TrainConfig, run_dir: Path, rdzv_endpoint: str |
     return EXIT_PEER_FAILED
 
 
+def learner_threads(cfg: TrainConfig) -> int:
+    """Intra-op threads of each learning rank started on this machine. The disaggregated
+    learner uses this process's count: CPU reductions depend on it, and a run must not change
+    its numbers with the way it was launched (single == disagg, bit for bit). Data-parallel
+    ranks, which all simulate and learn, share the cores: two ranks of two threads on two cores
+    ran 2-3x slower than two ranks of one, and erratically (docs/results.md)."""
+    if cfg.runtime == "dp":
+        return max(1, (os.cpu_count() or 1) // cfg.ranks)
+    return torch.get_num_threads()
+
+
+@contextlib.contextmanager
+def _env_default(name: str, value: str):
+    """Set an environment variable unless the user did, for the block only: a later run in
+    the same process (tests, notebooks) must choose its own."""
+    if name in os.environ:
+        yield
+        return
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        os.environ.pop(name, None)
+
+
 def _role(cfg: TrainConfig, rank: int) -> str:
     if cfg.runtime == "disagg":
         return "learner" if rank == cfg.sim_ranks else "sim"
@@ -82,7 +106,8 @@ def _write_rank_file(run_dir: Path, info: comm.DistInfo, role: str, device: str)
     path = Path(run_dir) / "ranks" / f"{info.rank}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"rank": info.rank, "pid": os.getpid(), "role": role, "device": device,
-                                "hostname": socket.gethostname(), "backend": info.backend}))
+                                "hostname": socket.gethostname(), "backend": info.backend,
+                                "torch_threads": torch.get_num_threads()}))
 
 
 def _stop_on_sigterm(signum, frame):
@@ -101,7 +126,7 @@ def run_rank(cfg: TrainConfig, run_dir: Path, resume: str | None) -> int:
     role = _role(cfg, info.rank)
     device = _device(cfg, info, cfg.env.device)
     # Sim ranks run batched elementwise work and leave the cores to physics; learning ranks
-    # take the launcher's thread count (see start()).
+    # take the count learner_threads() chose in the launcher.
     torch.set_num_threads(1 if role == "sim" else int(os.environ.get(THREADS_ENV, torch.get_num_threads())))
     _write_rank_file(run_dir, info, role, device)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)

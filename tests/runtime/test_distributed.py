@@ -13,7 +13,8 @@ import torch
 import torch.multiprocessing as mp
 
 from dexrl.cli import main
-from dexrl.runtime import comm
+from dexrl.config.train import TrainConfig
+from dexrl.runtime import comm, launch
 from dexrl.runtime.checkpoint import load_checkpoint
 
 TINY = ["--num-envs", "4", "--set", "env.camera.width=16", "--set", "env.camera.height=12",
@@ -64,13 +65,15 @@ def test_disaggregated_equals_single_bitwise(tmp_path, overlap):
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
-    roles = sorted(Path(tmp_path / "disagg" / "ranks").glob("*.json"))
-    assert [p.stem for p in roles] == ["0", "1", "2"]
-    assert '"learner"' in roles[2].read_text()
+    roles = [json.loads(p.read_text()) for p in sorted(Path(tmp_path / "disagg" / "ranks").glob("*.json"))]
+    assert [(r["rank"], r["role"]) for r in roles] == [(0, "sim"), (1, "sim"), (2, "learner")]
+    # The learner's reductions must run on as many threads as single's did.
+    assert [r["torch_threads"] for r in roles] == [1, 1, torch.get_num_threads()]
 
 
 @pytest.mark.parametrize("overlap", [False, True], ids=["", "overlap_update"])
-def test_data_parallel_ranks_keep_identical_parameters(tmp_path, overlap):
+def test_data_parallel_ranks_keep_identical_parameters(tmp_path, overlap, monkeypatch):
+    monkeypatch.delenv(launch.THREADS_ENV, raising=False)
     run = tmp_path / "dp"
     assert main(["train", "--preset", "quickstart", "--max-iterations", "2", *TINY, "--runtime", "dp", "--ranks", "2",
                  *(["--set", "overlap_update=true"] if overlap else []), "--run-dir", str(run)]) == 0
@@ -78,8 +81,20 @@ def test_data_parallel_ranks_keep_identical_parameters(tmp_path, overlap):
     b = _model(run / "checkpoints" / "iter_000002.rank1.pt")
     for key in a:
         assert torch.equal(a[key], b[key]), key
+    ranks = [json.loads((run / "ranks" / f"{r}.json").read_text()) for r in (0, 1)]
+    assert [r["torch_threads"] for r in ranks] == [launch.learner_threads(TrainConfig(runtime="dp", ranks=2))] * 2
     initial = load_checkpoint(run / "checkpoints" / "iter_000002.pt")[0]
     assert initial["iteration"] == 2
+    assert launch.THREADS_ENV not in os.environ  # set for the ranks only, not for later runs here
+
+
+def test_data_parallel_ranks_share_the_cores_and_the_learner_keeps_its_threads(monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    assert launch.learner_threads(TrainConfig(runtime="dp", ranks=2)) == 4
+    assert launch.learner_threads(TrainConfig(runtime="dp", ranks=4)) == 2
+    assert launch.learner_threads(TrainConfig(runtime="disagg", sim_ranks=4)) == torch.get_num_threads()
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert launch.learner_threads(TrainConfig(runtime="dp", ranks=4)) == 1
 
 
 def _start_and_stop_a_sim(run: Path, sig: int, timeout_s: int, extra: tuple = ()) -> tuple[int, str, float]:
