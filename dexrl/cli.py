@@ -65,7 +65,7 @@ def _train_config(a):
     overrides = list(a.set)
     flags = (("num_envs", "env.num_envs"), ("max_iterations", "max_iterations"), ("device", "env.device"),
              ("runtime", "runtime"), ("sim_ranks", "sim_ranks"), ("ranks", "ranks"), ("backend", "backend"),
-             ("fault_timeout", "fault_timeout_s"), ("adr", "adr"))
+             ("fault_timeout", "fault_timeout_s"), ("learner_timeout", "learner_timeout_s"), ("adr", "adr"))
     for flag, key in flags:
         if getattr(a, flag) is not None:
             overrides.append(f"{key}={getattr(a, flag)}")
@@ -240,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ranks", type=int, help="dp: processes, each simulating num_envs / ranks worlds")
     p.add_argument("--backend", choices=("auto", "nccl", "gloo"), help="torch.distributed backend (default auto)")
     p.add_argument("--fault-timeout", type=float, help="seconds before a silent rank stops the run (default 60)")
+    p.add_argument("--learner-timeout", type=float,
+                   help="disagg: seconds of learner silence after which the sim ranks exit (default 1800)")
     p.add_argument("--adr", choices=("on", "off", "max"),
                    help="automatic domain randomization: on (default), off (fixed configured ranges), max (terminal ranges)")
     p.add_argument("--rdzv-endpoint", help="HOST:PORT for the ranks' rendezvous (default: a free loopback port)")

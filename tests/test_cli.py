@@ -36,6 +36,12 @@ def test_bad_resolution_is_one_line(capsys):
     assert len(err) == 1 and "WIDTHxHEIGHT" in err[0]
 
 
+def test_non_positive_learner_timeout_is_one_line(capsys, tmp_path):
+    assert main(["train", "--runtime", "disagg", "--learner-timeout", "0", "--run-dir", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "learner_timeout_s must be > 0" in err[0]
+
+
 def test_missing_mesh_dir_is_one_line(capsys, tmp_path):
     assert main(["scene", "--out", str(tmp_path / "s.xml"), "--mesh-dir", str(tmp_path / "none")]) == 2
     assert "does not exist" in capsys.readouterr().err

@@ -37,6 +37,9 @@ class TrainConfig:
     learner_device: str = ""  # "" = env.device
     backend: str = "auto"  # torch.distributed backend: auto (nccl if each rank has a GPU, else gloo), nccl, gloo
     fault_timeout_s: float = 60.0  # a silent or dead peer stops the run within this time
+    # disagg: a sim rank exits when the learner sends nothing for this long after start-up;
+    # it must cover the learner's longest silence (a PPO update plus a checkpoint).
+    learner_timeout_s: float = 1800.0
     # disagg: each sim rank holds its worlds as two groups; the learner infers one group while
     # the sims step the other (beyond the paper's Algorithms 1-2).
     pipeline: bool = False
@@ -63,8 +66,8 @@ class TrainConfig:
             raise ValueError("pipeline needs --runtime disagg and an even number of worlds per sim rank")
         if self.adr not in ("on", "off", "max"):
             raise ValueError(f"adr must be on, off or max, got {self.adr!r}")
-        if self.fault_timeout_s <= 0:
-            raise ValueError("fault_timeout_s must be > 0")
+        if self.fault_timeout_s <= 0 or self.learner_timeout_s <= 0:
+            raise ValueError("fault_timeout_s and learner_timeout_s must be > 0")
         if self.max_iterations < 1 or self.checkpoint_every < 1:
             raise ValueError("max_iterations and checkpoint_every must be >= 1")
         self.ppo.check_num_envs(self.env.num_envs)

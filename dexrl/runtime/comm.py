@@ -17,6 +17,9 @@ import torch.distributed as dist
 
 # gloo moves raw bytes for these; bool and uint16 travel as same-width integer views.
 _WIRE_VIEW = {torch.bool: torch.uint8, torch.uint16: torch.int16}
+# Start-up allowance for any rank (scene compilation and first kernel builds on a sim,
+# building the trainer on a learner), whatever the fault timeouts: a cold cache takes minutes.
+STARTUP_TIMEOUT_S = 1800.0
 
 
 class RankFailure(RuntimeError):

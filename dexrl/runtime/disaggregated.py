@@ -24,9 +24,6 @@ from dexrl.runtime import comm
 CMD_STEP, CMD_STATE, CMD_LOAD, CMD_STOP, CMD_RANGES = 0, 1, 2, 3, 4
 AUX = tuple(REWARD_TERMS) + ("success", "done", "episode_return", "episode_length", "episode_success",
                              "physics_overflow")
-# A sim rank waits this long for the learner's next command (the learner's PPO update runs
-# in between) before deciding the learner is gone.
-SIM_IDLE_TIMEOUT_S = 1800.0
 
 
 def wire_keys(cfg: TrainConfig) -> tuple[str, ...]:
@@ -51,6 +48,7 @@ def sim_env_config(cfg: TrainConfig, sim_index: int, device: str, group: int = 0
 class SimRank:
     def __init__(self, cfg: TrainConfig, sim_index: int, learner: int, device: str):
         self.cfg, self.learner = cfg, learner
+        self.timeout_s = comm.STARTUP_TIMEOUT_S  # until the learner's first command, then cfg.learner_timeout_s
         self.envs = [GraspEnv(sim_env_config(cfg, sim_index, device, g)) for g in range(num_groups(cfg))]
         self.keys = wire_keys(cfg)
         self.image_dtype = cfg.ppo.image_dtype
@@ -74,23 +72,24 @@ class SimRank:
         return [p.to(self.wire) for p in parts]
 
     def _send(self, tensors: list[torch.Tensor]) -> None:
-        comm.wait(comm.isend(tensors, self.learner), SIM_IDLE_TIMEOUT_S, self.learner, "learner")
+        comm.wait(comm.isend(tensors, self.learner), self.timeout_s, self.learner, "learner")
 
     def _recv(self, tensors: list[torch.Tensor]) -> None:
-        comm.wait(comm.irecv(tensors, self.learner), SIM_IDLE_TIMEOUT_S, self.learner, "learner")
+        comm.wait(comm.irecv(tensors, self.learner), self.timeout_s, self.learner, "learner")
 
     def run(self) -> None:
         envs, learner = self.envs, self.learner
         first = [env.reset() for env in envs]
         layout = [(k, tuple(t.shape), str(t.dtype)) for k, t in zip(self.keys, self._obs_tensors(first[0]))]
         comm.send_object({"num_envs": sum(e.n for e in envs), "groups": len(envs), "action_dim": envs[0].action_dim,
-                          "layout": layout}, learner, SIM_IDLE_TIMEOUT_S, "learner")
+                          "layout": layout}, learner, self.timeout_s, "learner")
         for obs in first:
             self._send(self._obs_tensors(obs))
         header = torch.zeros(2, dtype=torch.int64, device=self.wire)  # (command, world group)
         actions = torch.zeros(envs[0].n, envs[0].action_dim, device=self.wire)
         while True:
             self._recv([header])
+            self.timeout_s = self.cfg.learner_timeout_s
             cmd, group = int(header[0]), int(header[1])
             if cmd == CMD_STEP:
                 env = envs[group]
@@ -99,12 +98,12 @@ class SimRank:
                 res = env.step(actions.to(env.device))
                 self._send(self._step_tensors(res, time.perf_counter() - start))
             elif cmd == CMD_STATE:
-                comm.send_object([env.state_dict() for env in envs], learner, SIM_IDLE_TIMEOUT_S, "learner")
+                comm.send_object([env.state_dict() for env in envs], learner, self.timeout_s, "learner")
             elif cmd == CMD_LOAD:
-                for env, state in zip(envs, comm.recv_object(learner, SIM_IDLE_TIMEOUT_S, "learner")):
+                for env, state in zip(envs, comm.recv_object(learner, self.timeout_s, "learner")):
                     env.load_state_dict(state)
             elif cmd == CMD_RANGES:  # ADR moved: new randomization ranges and reward weights
-                ranges = comm.recv_object(learner, SIM_IDLE_TIMEOUT_S, "learner")
+                ranges = comm.recv_object(learner, self.timeout_s, "learner")
                 for env in envs:
                     env.set_randomization(*ranges)
             elif cmd == CMD_STOP:
@@ -120,7 +119,7 @@ class RemoteEnvs:
         self.cfg, self.sims, self.device, self.timeout_s = cfg.env, sim_ranks, device, timeout_s
         self.wire = device if comm.choose_backend(cfg.backend, str(device)) == "nccl" else torch.device("cpu")
         # Start-up (scene compilation, first kernel builds) may take minutes on a cold cache.
-        hello = [comm.recv_object(r, max(timeout_s, SIM_IDLE_TIMEOUT_S), "sim") for r in sim_ranks]
+        hello = [comm.recv_object(r, max(timeout_s, comm.STARTUP_TIMEOUT_S), "sim") for r in sim_ranks]
         self.per_sim, self.groups = hello[0]["num_envs"], hello[0]["groups"]
         self.half = self.per_sim // self.groups
         self.n, self.action_dim = self.per_sim * len(sim_ranks), hello[0]["action_dim"]

@@ -119,7 +119,7 @@ def _stop_on_sigterm(signum, frame):
 
 def run_rank(cfg: TrainConfig, run_dir: Path, resume: str | None) -> int:
     """Inside a launched process: join the group, play this rank's role."""
-    info = comm.init(cfg.backend, cfg.env.device, timeout_s=max(cfg.fault_timeout_s, 1800.0))
+    info = comm.init(cfg.backend, cfg.env.device, timeout_s=max(cfg.fault_timeout_s, cfg.learner_timeout_s, comm.STARTUP_TIMEOUT_S))
     if info.world_size != world_size(cfg):
         raise ValueError(f"{cfg.runtime} with these settings needs {world_size(cfg)} processes, "
                          f"torchrun started {info.world_size}")

@@ -226,27 +226,33 @@ def test_plain_torchrun_on_two_nodes_equals_single_bitwise(tmp_path):
     assert roles == {"0": "sim", "1": "sim", "2": "learner"}
 
 
-def test_sim_ranks_exit_when_the_learner_on_another_node_dies(tmp_path):
-    """No launcher spans both nodes: the sims must notice the learner's death themselves."""
+@pytest.mark.parametrize("sig, cause, limit_s", [(signal.SIGKILL, "connection lost", 30),
+                                                 (signal.SIGSTOP, "no reply within 5 s", 30)], ids=["dies", "hangs"])
+def test_sim_ranks_exit_when_the_learner_on_another_node_dies_or_hangs(tmp_path, sig, cause, limit_s):
+    """No launcher spans both nodes: the sims must notice the learner's death (closed
+    connection) or silence (--learner-timeout) themselves."""
     run = tmp_path / "two_nodes"
     rdzv = ["--master-addr", "127.0.0.1", "--master-port", str(comm.free_loopback_port())]
-    args = ("--max-iterations", "100000", "--set", "checkpoint_every=1")
+    args = ("--max-iterations", "100000", "--set", "checkpoint_every=1", "--learner-timeout", "5")
     # Static rendezvous: node 0 holds ranks 0 and 1 (the sims), node 1 rank 2 (the learner).
     nodes = [_torchrun_node(run, rdzv, 0, 2, *args), _torchrun_node(run, rdzv, 1, 1, *args)]
+    pids = {}
     try:
         deadline = time.time() + 120
         while time.time() < deadline and not list(run.glob("checkpoints/iter_*.pt")):
             assert all(node.poll() is None for node in nodes), [node.communicate() for node in nodes]
             time.sleep(0.5)
         pids = {p.stem: json.loads(p.read_text())["pid"] for p in run.glob("ranks/*.json")}
-        os.kill(pids["2"], signal.SIGKILL)
+        os.kill(pids["2"], sig)
         killed = time.time()
         err = nodes[0].communicate(timeout=60)[1]
         took = time.time() - killed
     finally:
+        if "2" in pids and _alive(pids["2"]):
+            os.kill(pids["2"], signal.SIGKILL)
         for node in nodes:
             if node.poll() is None:
                 node.kill()
-    assert nodes[0].returncode != 0 and took < 30, took
-    assert "rank 0 (sim): learner rank 2 failed: connection lost" in err, err[-2000:]
+    assert nodes[0].returncode != 0 and took < limit_s, took
+    assert f"rank 0 (sim): learner rank 2 failed: {cause}" in err, err[-2000:]
     assert not _alive(pids["0"]) and not _alive(pids["1"])
