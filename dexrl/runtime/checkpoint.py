@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import torch
 
 FORMAT = "dexrl-checkpoint-v1"
+MAIN_NAME = re.compile(r"iter_\d+\.pt")
 
 
 class CheckpointError(ValueError):
@@ -25,7 +27,9 @@ def save_checkpoint(path: Path, payload: dict) -> Path:
 
 
 def latest_checkpoint(run_dir: Path) -> Path:
-    ckpts = sorted(Path(run_dir, "checkpoints").glob("iter_*.pt"))
+    """The run's newest main checkpoint (``iter_NNNNNN.pt``; a data-parallel rank's shard of
+    environment state, ``iter_NNNNNN.rankR.pt``, is not one)."""
+    ckpts = sorted(p for p in Path(run_dir, "checkpoints").glob("iter_*.pt") if MAIN_NAME.fullmatch(p.name))
     if not ckpts:
         raise CheckpointError(f"no checkpoint in {run_dir}/checkpoints; pass a .pt file or a run directory that has one")
     return ckpts[-1]

@@ -7,6 +7,7 @@ timeout raises RankFailure naming the peer.
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 from dataclasses import dataclass
@@ -159,6 +160,13 @@ def all_gather_stack(x: torch.Tensor) -> torch.Tensor:
     return torch.stack(out)
 
 
+def all_gather_object(obj) -> list:
+    """A small picklable object from every rank, in rank order, on every rank."""
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def all_reduce_min(x: torch.Tensor) -> torch.Tensor:
     y = x.clone()
     dist.all_reduce(y, op=dist.ReduceOp.MIN)
@@ -173,6 +181,9 @@ def free_loopback_port() -> int:
         return s.getsockname()[1]
 
 
+_LAUNCHER_LOGGERS = ("torch.distributed.elastic.multiprocessing.api", "torch.multiprocessing.spawn")
+
+
 def launch_local(entrypoint, args: tuple, nprocs: int, rdzv_endpoint: str, run_id: str) -> dict | None:
     """Start ``nprocs`` ranks of ``entrypoint(*args)`` on this machine with torch's elastic
     launcher (what torchrun uses). Returns None on success, else the first failure:
@@ -183,6 +194,10 @@ def launch_local(entrypoint, args: tuple, nprocs: int, rdzv_endpoint: str, run_i
 
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nprocs, run_id=run_id, rdzv_backend="c10d",
                           rdzv_endpoint=rdzv_endpoint, max_restarts=0, monitor_interval=0.2, start_method="spawn")
+    # The launcher logs a failed rank as a traceback of its own monitoring code; the caller
+    # reports the failure in one line instead.
+    for name in _LAUNCHER_LOGGERS:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
         elastic_launch(config, entrypoint)(*args)
     except ChildFailedError as exc:

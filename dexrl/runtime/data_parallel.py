@@ -22,8 +22,11 @@ def _moments(count: torch.Tensor, mean: torch.Tensor, m2: torch.Tensor):
 
 
 def _mean_stats(stats: dict) -> dict:
-    """Per-rank iteration statistics averaged over ranks (episode counts summed)."""
-    keys = sorted(k for k, v in stats.items() if isinstance(v, (int, float)))
+    """Per-rank iteration statistics averaged over the ranks that have them (episode counts
+    summed). Ranks may differ in keys (episode statistics exist only where an episode ended),
+    so they first agree on the union: a gather needs the same shape everywhere."""
+    mine = [k for k, v in stats.items() if isinstance(v, (int, float))]
+    keys = sorted(set().union(*comm.all_gather_object(mine)))
     present = torch.tensor([[float(k in stats) for k in keys], [float(stats.get(k, 0.0)) for k in keys]])
     gathered = comm.all_gather_stack(present)  # (W, 2, K)
     weight = gathered[:, 0].sum(0).clamp_min(1)

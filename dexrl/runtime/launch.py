@@ -138,9 +138,10 @@ def run_rank(cfg: TrainConfig, run_dir: Path, resume: str | None) -> int:
         else:
             _learn(cfg, info, role, device, run_dir, resume)
     except comm.RankFailure as exc:
-        # One write, so that lines from ranks sharing a terminal do not interleave.
-        sys.stderr.write(f"dexrl train: error: rank {info.rank} ({role}): {exc}\n")
-        sys.stderr.flush()
+        if exc.rank >= 0:  # stopped by the launcher: it reports the rank that caused it
+            # One write, so that lines from ranks sharing a terminal do not interleave.
+            sys.stderr.write(f"dexrl train: error: rank {info.rank} ({role}): {exc}\n")
+            sys.stderr.flush()
         if exc.rank >= 0 and role != "sim":  # the learning rank diagnoses; a sim only sees the learner go
             (Path(run_dir) / "ranks" / "failure.json").write_text(
                 json.dumps({"rank": exc.rank, "role": exc.role, "cause": exc.cause, "reported_by": info.rank}))
@@ -166,9 +167,14 @@ def _learn(cfg: TrainConfig, info: comm.DistInfo, role: str, device: str, run_di
         trainer = build_rank(cfg, info, device)
     if resume:
         payload, path = load_checkpoint(resume)
-        shard = path.with_name(path.stem + f".rank{info.rank}.pt")
-        if role == "dp" and info.rank > 0 and shard.exists():
-            payload = {**payload, **{k: v for k, v in load_checkpoint(shard)[0].items() if k != "format"}}
+        if role == "dp" and info.rank > 0:  # its own worlds' state is in its shard
+            shard = path.with_name(path.stem + f".rank{info.rank}.pt")
+            if shard.exists():
+                payload = {**payload, **{k: v for k, v in load_checkpoint(shard)[0].items() if k != "format"}}
+            else:  # the rank died before writing it: fresh episodes, never rank 0's worlds
+                payload = {k: v for k, v in payload.items() if k not in ("env", "collector")}
+                sys.stderr.write(f"dexrl train: warning: rank {info.rank}: no {shard.name}; "
+                                 "its worlds start fresh episodes\n")
         trainer.load_state_dict(payload)
     trainer.train(run_dir)
     if role == "learner":

@@ -72,6 +72,7 @@ class Trainer:
         self.adr_state = adr.initial_state(self.cfg.adr)
         self._apply_adr()
         self._ahead: dict | None = None  # overlap_update: statistics of the rollout collected ahead
+        self._full_checkpoint: int | None = None  # iteration of the last checkpoint with env state
         self._thread: ThreadPoolExecutor | None = None  # overlap_update: the collector thread, while training
         # The sims' results arrive on the collector's own CUDA stream, so inference and
         # transfer overlap the update's kernels (a local env's Warp kernels keep their stream).
@@ -136,17 +137,23 @@ class Trainer:
         if payload.get("cuda_rng") is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state_all(payload["cuda_rng"])
         self.iteration, self.env_steps = payload["iteration"], payload["env_steps"]
+        self._full_checkpoint = self.iteration if payload.get("env") is not None else None
         if "adr" in payload:
             self.adr_state = adr.ADRState(**payload["adr"])
             self._apply_adr()
 
-    def save(self, run_dir: Path, with_env: bool = True) -> Path:
+    def checkpoint_path(self, run_dir: Path) -> Path:
         """The main checkpoint (logger rank) or this rank's shard of environment state."""
         name = f"iter_{self.iteration:06d}" + ("" if self.is_logger else f".rank{self.rank}")
+        return Path(run_dir) / "checkpoints" / f"{name}.pt"
+
+    def save(self, run_dir: Path, with_env: bool = True) -> Path:
         payload = self.state_dict(with_env)
         if self.is_logger:
             payload["config"] = to_dict(self.cfg)
-        return save_checkpoint(Path(run_dir) / "checkpoints" / f"{name}.pt", payload)
+        path = save_checkpoint(self.checkpoint_path(run_dir), payload)
+        self._full_checkpoint = self.iteration if with_env else None
+        return path
 
     # ---- the loop ---------------------------------------------------------------------
     def train(self, run_dir: Path, progress: bool = True) -> Path:
@@ -174,8 +181,9 @@ class Trainer:
                     self.save(run_dir)
         except RankFailure:
             # A peer is gone: keep what this rank can still vouch for (the weights and the
-            # optimizer as of the last finished iteration), then report.
-            if self.is_logger:
+            # optimizer as of the last finished iteration), then report; a full checkpoint of
+            # that iteration, with the environment's state, is better still.
+            if self.is_logger and self._full_checkpoint != self.iteration:
                 self.save(run_dir, with_env=False)
             raise
         finally:

@@ -15,7 +15,7 @@ import torch.multiprocessing as mp
 from dexrl.cli import main
 from dexrl.config.train import TrainConfig
 from dexrl.runtime import comm, launch
-from dexrl.runtime.checkpoint import load_checkpoint
+from dexrl.runtime.checkpoint import latest_checkpoint, load_checkpoint
 
 TINY = ["--num-envs", "4", "--set", "env.camera.width=16", "--set", "env.camera.height=12",
         "--set", "model.lstm_hidden=16", "--set", "model.lstm_layers=1", "--set", "model.mlp=[16, 16]",
@@ -41,6 +41,24 @@ def _transfer_worker(rank: int, port: int, out: str):
                              s.view(torch.int16) if s.dtype == torch.uint16 else s) for b, s in zip(bufs, sent.values()))
         Path(out).write_text(str(ok))
     comm.shutdown()
+
+
+def _stats_worker(rank: int, port: int, out: str):
+    from dexrl.runtime.data_parallel import _mean_stats
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    comm.init("gloo")
+    # Only rank 1 finished episodes this iteration.
+    mine = {"a": 1.0, "episodes": 0} if rank == 0 else {"a": 3.0, "episodes": 2, "episode/return": 5.0, "note": "x"}
+    Path(f"{out}.{rank}").write_text(json.dumps(_mean_stats(mine), sort_keys=True))
+    comm.shutdown()
+
+
+def test_data_parallel_statistics_merge_when_ranks_report_different_keys(tmp_path):
+    out = tmp_path / "stats"
+    mp.spawn(_stats_worker, args=(comm.free_loopback_port(), str(out)), nprocs=2)
+    want = {"a": 2.0, "episodes": 2, "episode/return": 5.0}  # a averaged; the return only where it exists
+    assert [json.loads(Path(f"{out}.{r}").read_text()) for r in (0, 1)] == [want, want]
 
 
 def test_odd_shapes_and_dtypes_transfer_exactly(tmp_path):
@@ -97,11 +115,17 @@ def test_data_parallel_ranks_share_the_cores_and_the_learner_keeps_its_threads(m
     assert launch.learner_threads(TrainConfig(runtime="dp", ranks=4)) == 1
 
 
-def _start_and_stop_a_sim(run: Path, sig: int, timeout_s: int, extra: tuple = ()) -> tuple[int, str, float]:
-    """Train disaggregated in a subprocess, send ``sig`` to sim rank 1 after the first
-    checkpoint, return (exit code, stderr, seconds from the signal to the learner's report)."""
-    cmd = [sys.executable, "-m", "dexrl", "train", "--preset", "quickstart", *TINY, "--runtime", "disagg",
-           "--sim-ranks", "2", "--max-iterations", "100000", "--fault-timeout", str(timeout_s),
+DISAGG = ("--runtime", "disagg", "--sim-ranks", "2")
+DP = ("--runtime", "dp", "--ranks", "2")
+
+
+def _start_and_stop_rank_1(run: Path, sig: int, timeout_s: int, runtime: tuple = DISAGG,
+                           extra: tuple = ()) -> tuple[int, str, float]:
+    """Train with two sims and a learner (or two data-parallel ranks) in a subprocess, send
+    ``sig`` to rank 1 after the first checkpoint, return (exit code, stderr, seconds from the
+    signal until the learner, or rank 0, is gone)."""
+    cmd = [sys.executable, "-m", "dexrl", "train", "--preset", "quickstart", *TINY, *runtime,
+           "--max-iterations", "100000", "--fault-timeout", str(timeout_s),
            "--set", "checkpoint_every=1", "--run-dir", str(run), *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -110,11 +134,11 @@ def _start_and_stop_a_sim(run: Path, sig: int, timeout_s: int, extra: tuple = ()
             assert proc.poll() is None, proc.communicate()
             time.sleep(0.5)
         victim = json.loads((run / "ranks" / "1.json").read_text())
-        assert victim["role"] == "sim"
+        assert victim["role"] == ("sim" if runtime == DISAGG else "dp")
         signalled = time.time()
         os.kill(victim["pid"], sig)
-        learner = json.loads((run / "ranks" / "2.json").read_text())["pid"]
-        while time.time() < signalled + 3 * timeout_s + 30 and _alive(learner):
+        last = json.loads((run / "ranks" / ("2.json" if runtime == DISAGG else "0.json")).read_text())["pid"]
+        while time.time() < signalled + 3 * timeout_s + 30 and _alive(last):
             time.sleep(0.2)
         stopped = time.time() - signalled
         _, err = proc.communicate(timeout=120)
@@ -145,7 +169,7 @@ KILLED = ("signal SIGKILL", "connection lost")
     (signal.SIGKILL, KILLED, ("--set", "overlap_update=true"))], ids=["killed", "silent", "killed_overlap_update"])
 def test_dead_or_silent_sim_rank_stops_the_learner_with_a_checkpoint(tmp_path, sig, causes, extra):
     run = tmp_path / "fault"
-    code, err, stopped = _start_and_stop_a_sim(run, sig, timeout_s=10, extra=extra)
+    code, err, stopped = _start_and_stop_rank_1(run, sig, timeout_s=10, extra=extra)
     assert code != 0
     assert stopped < 10 + 15, stopped  # the learner stops within the fault timeout (+ slack)
     last = err.strip().splitlines()[-1]
@@ -157,6 +181,22 @@ def test_dead_or_silent_sim_rank_stops_the_learner_with_a_checkpoint(tmp_path, s
         stop = payload["iteration"] + 1
         assert main(["train", "--resume", str(run), "--max-iterations", str(stop)]) == 0
         assert load_checkpoint(run)[0]["iteration"] == stop
+
+
+def test_dead_data_parallel_rank_stops_the_run_in_one_line_and_resume_continues(tmp_path, capfd):
+    run = tmp_path / "dp_fault"
+    code, err, stopped = _start_and_stop_rank_1(run, signal.SIGKILL, timeout_s=10, runtime=DP)
+    assert code != 0 and stopped < 25, stopped
+    reports = [ln for ln in err.splitlines() if "error" in ln.lower() or "Traceback" in ln]
+    assert len(reports) == 1 and reports[0].startswith("dexrl train: error: dp rank 1 stopped: signal SIGKILL"), err
+    latest = latest_checkpoint(run)  # the main checkpoint, not rank 1's shard of world state
+    assert ".rank" not in latest.name and f"last checkpoint {latest};" in reports[0]
+    # Rank 1 may die before it writes its shard: it must then start its own worlds afresh.
+    latest.with_name(latest.stem + ".rank1.pt").unlink(missing_ok=True)
+    stop = load_checkpoint(run)[0]["iteration"] + 1
+    assert main(["train", "--resume", str(run), "--max-iterations", str(stop)]) == 0
+    assert load_checkpoint(run)[0]["iteration"] == stop
+    assert "rank 1: no " + latest.stem + ".rank1.pt; its worlds start fresh episodes" in capfd.readouterr().err
 
 
 def test_pipelined_disaggregated_run_collects_every_world(tmp_path):

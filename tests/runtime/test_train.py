@@ -1,6 +1,7 @@
 """`dexrl train` (single process): run-directory files, exact resume, reward that rises."""
 
 import copy
+import dataclasses
 import json
 
 import pytest
@@ -9,6 +10,7 @@ import torch
 from dexrl.cli import main
 from dexrl.config.train import apply_overrides, dumps, loads, preset
 from dexrl.runtime.checkpoint import CheckpointError, load_checkpoint
+from dexrl.runtime.comm import RankFailure
 from dexrl.rl import RolloutStorage
 from dexrl.runtime.collector import PhaseTimer
 from dexrl.runtime.single import Trainer
@@ -147,3 +149,23 @@ def test_dropped_contacts_are_logged_and_warned_once(tmp_path, tiny, capsys):
         return [json.loads(ln)["physics/overflow"] for ln in rows]
 
     assert max(overflow("small")) > 0 and max(overflow("default")) == 0
+
+
+@pytest.mark.parametrize("every, env_kept", [(1, True), (5, False)], ids=["checkpointed", "not_checkpointed"])
+def test_a_failed_peer_leaves_the_best_checkpoint_of_the_last_iteration(tmp_path, tiny, monkeypatch, every, env_kept):
+    """The failure checkpoint (weights and optimizer only) never replaces a full one."""
+    trainer = Trainer.build(dataclasses.replace(tiny(10), checkpoint_every=every))
+    collect, calls = trainer.collector.collect, []
+
+    def collect_until_the_peer_dies(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RankFailure(1, "sim", "connection lost")
+        return collect(*args)
+
+    monkeypatch.setattr(trainer.collector, "collect", collect_until_the_peer_dies)
+    with pytest.raises(RankFailure):
+        trainer.train(tmp_path, progress=False)
+    payload, path = load_checkpoint(tmp_path)
+    assert path.name == "iter_000002.pt" and torch.equal(payload["model"]["log_std"], trainer.model.log_std)
+    assert (payload.get("env") is not None) == env_kept
