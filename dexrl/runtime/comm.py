@@ -7,6 +7,7 @@ timeout raises RankFailure naming the peer.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import pickle
@@ -24,11 +25,12 @@ STARTUP_TIMEOUT_S = 1800.0
 
 
 class RankFailure(RuntimeError):
-    """A peer rank died or stopped answering."""
+    """A peer rank died or stopped answering. ``rank`` is None where the failed peer is not
+    known (a collective over every rank)."""
 
-    def __init__(self, rank: int, role: str, cause: str):
+    def __init__(self, rank: int | None, role: str, cause: str):
         global failing
-        super().__init__(f"{role} rank {rank} failed: {cause}")
+        super().__init__(f"{role} rank {rank} failed: {cause}" if rank is not None else f"a {role} peer failed: {cause}")
         self.rank, self.role, self.cause = rank, role, cause
         failing = True
 
@@ -96,13 +98,32 @@ def wait(works: list, timeout_s: float, peer: int, role: str) -> None:
         except RankFailure:
             raise
         except RuntimeError as exc:
-            cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            low = cause.lower()
-            if "timeout" in low or "timed out" in low:
-                cause = f"no reply within {timeout_s:g} s"
-            elif "connection" in low and ("reset" in low or "closed" in low):
-                cause = "connection lost (the process exited or was killed)"
-            raise RankFailure(peer, role, cause) from None
+            raise RankFailure(peer, role, _cause(exc, timeout_s)) from None
+
+
+def _cause(exc: RuntimeError, timeout_s: float | None) -> str:
+    """A backend's error as a short cause."""
+    cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    low = cause.lower()
+    if "timeout" in low or "timed out" in low:
+        return f"no reply within {timeout_s:g} s" if timeout_s is not None else "no reply within the group's timeout"
+    if "connection" in low and ("reset" in low or "closed" in low):
+        return "connection lost (the process exited or was killed)"
+    return cause
+
+
+def _collective(fn):
+    """A collective over every rank: a peer that died (or stayed silent past the process
+    group's timeout) becomes RankFailure, so the caller checkpoints and reports one line."""
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except RankFailure:
+            raise
+        except RuntimeError as exc:
+            raise RankFailure(None, "data-parallel", _cause(exc, None)) from None
+    return wrapped
 
 
 def _object_device() -> torch.device:
@@ -125,12 +146,14 @@ def recv_object(src: int, timeout_s: float = 60.0, role: str = "peer"):
     return pickle.loads(data.cpu().numpy().tobytes())
 
 
+@_collective
 def broadcast_module(module: torch.nn.Module, src: int) -> None:
     """Identical parameters and buffers on every rank."""
     for t in list(module.parameters()) + list(module.buffers()):
         dist.broadcast(t.data, src)
 
 
+@_collective
 def all_reduce_mean_grads(params: list[torch.nn.Parameter]) -> None:
     """Average .grad across ranks with one flattened all-reduce."""
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
@@ -147,12 +170,14 @@ def all_reduce_mean_grads(params: list[torch.nn.Parameter]) -> None:
         offset += n
 
 
+@_collective
 def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
     y = x.detach().clone().float()
     dist.all_reduce(y)
     return y / dist.get_world_size()
 
 
+@_collective
 def all_gather_stack(x: torch.Tensor) -> torch.Tensor:
     """(…) on every rank -> (world_size, …) on every rank."""
     out = [torch.empty_like(x) for _ in range(dist.get_world_size())]
@@ -160,6 +185,7 @@ def all_gather_stack(x: torch.Tensor) -> torch.Tensor:
     return torch.stack(out)
 
 
+@_collective
 def all_gather_object(obj) -> list:
     """A small picklable object from every rank, in rank order, on every rank."""
     out = [None] * dist.get_world_size()
@@ -167,6 +193,7 @@ def all_gather_object(obj) -> list:
     return out
 
 
+@_collective
 def all_reduce_min(x: torch.Tensor) -> torch.Tensor:
     y = x.clone()
     dist.all_reduce(y, op=dist.ReduceOp.MIN)

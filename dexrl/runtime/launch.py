@@ -114,7 +114,7 @@ def _stop_on_sigterm(signum, frame):
     # The launcher stops every rank when one fails; leave through the normal failure path so
     # the learner still writes its checkpoint (unless it is already doing so).
     if not comm.failing:
-        raise comm.RankFailure(-1, "launcher", "stopped by the launcher because another rank exited")
+        raise comm.RankFailure(None, "launcher", "stopped by the launcher because another rank exited")
 
 
 def run_rank(cfg: TrainConfig, run_dir: Path, resume: str | None) -> int:
@@ -138,11 +138,11 @@ def run_rank(cfg: TrainConfig, run_dir: Path, resume: str | None) -> int:
         else:
             _learn(cfg, info, role, device, run_dir, resume)
     except comm.RankFailure as exc:
-        if exc.rank >= 0:  # stopped by the launcher: it reports the rank that caused it
+        if exc.role != "launcher":  # stopped by the launcher: it reports the rank that caused it
             # One write, so that lines from ranks sharing a terminal do not interleave.
             sys.stderr.write(f"dexrl train: error: rank {info.rank} ({role}): {exc}\n")
             sys.stderr.flush()
-        if exc.rank >= 0 and role != "sim":  # the learning rank diagnoses; a sim only sees the learner go
+        if exc.rank is not None and role != "sim":  # the learner diagnoses; a sim only sees the learner go
             (Path(run_dir) / "ranks" / "failure.json").write_text(
                 json.dumps({"rank": exc.rank, "role": exc.role, "cause": exc.cause, "reported_by": info.rank}))
         os._exit(EXIT_PEER_FAILED)  # a peer is gone: leaving the group would wait for it
