@@ -114,10 +114,14 @@ def cmd_train(a) -> int:
         if code == 0:
             print(f"run directory: {run_dir}")
         return code
+    from dexrl.runtime.checkpoint import resumable
     from dexrl.runtime.single import Trainer
 
     trainer = Trainer.build(cfg)
     if payload is not None:
+        payload, warning = resumable(payload, cfg)
+        if warning:
+            print(f"dexrl train: warning: {warning}", file=sys.stderr)
         trainer.load_state_dict(payload)
         print(f"resuming {run_dir} at iteration {trainer.iteration}")
     trainer.train(run_dir)

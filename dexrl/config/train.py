@@ -75,6 +75,14 @@ class TrainConfig:
             raise ValueError("policy_input 'depth' needs env.depth = true")
 
 
+def world_split(cfg: TrainConfig) -> str:
+    """How the worlds are split over processes (e.g. '8 worlds on 2 data-parallel ranks');
+    environment state saved under one split does not load into another."""
+    where = {"dp": f"on {cfg.ranks} data-parallel ranks",
+             "disagg": f"on {cfg.sim_ranks} sim ranks" + (" in two groups each" if cfg.pipeline else "")}
+    return f"{cfg.env.num_envs} worlds " + where.get(cfg.runtime, "in one process")
+
+
 def quickstart() -> TrainConfig:
     """CPU, a few minutes: 32 worlds, 80x60 depth, a small network, 4 s episodes, and the
     palm_synergy action space (absolute palm pose + hand synergies), whose reward for

@@ -50,3 +50,16 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{str(path)!r} is not a {FORMAT} file")
     return payload, path
+
+
+def resumable(payload: dict, cfg) -> tuple[dict, str | None]:
+    """The checkpoint's payload for a run of ``cfg``, and a warning where it drops something:
+    its environment state, if the checkpoint's worlds were split over processes differently
+    (weights, optimizer, normalizers and ADR carry over; episodes start afresh)."""
+    from dexrl.config.train import TrainConfig, from_dict, world_split
+
+    saved, now = world_split(from_dict(TrainConfig, payload["config"])), world_split(cfg)
+    if saved == now:
+        return payload, None
+    return ({k: v for k, v in payload.items() if k not in ("env", "collector")},
+            f"the checkpoint's worlds were split as {saved}, this run's as {now}: episodes start afresh")

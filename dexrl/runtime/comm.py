@@ -121,7 +121,7 @@ def _collective(fn):
             return fn(*args, **kwargs)
         except RankFailure:
             raise
-        except RuntimeError as exc:
+        except RuntimeError as exc:  # gloo reports a closed connection as a plain RuntimeError
             raise RankFailure(None, "data-parallel", _cause(exc, None)) from None
     return wrapped
 

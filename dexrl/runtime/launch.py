@@ -20,7 +20,7 @@ import torch
 
 from dexrl.config.train import TrainConfig
 from dexrl.runtime import comm
-from dexrl.runtime.checkpoint import latest_checkpoint, load_checkpoint
+from dexrl.runtime.checkpoint import latest_checkpoint, load_checkpoint, resumable
 
 EXIT_PEER_FAILED = 3
 THREADS_ENV = "DEXRL_TORCH_THREADS"
@@ -119,7 +119,8 @@ def _stop_on_sigterm(signum, frame):
 
 def run_rank(cfg: TrainConfig, run_dir: Path, resume: str | None) -> int:
     """Inside a launched process: join the group, play this rank's role."""
-    info = comm.init(cfg.backend, cfg.env.device, timeout_s=max(cfg.fault_timeout_s, cfg.learner_timeout_s, comm.STARTUP_TIMEOUT_S))
+    info = comm.init(cfg.backend, cfg.env.device,
+                     timeout_s=max(cfg.fault_timeout_s, cfg.learner_timeout_s, comm.STARTUP_TIMEOUT_S))
     if info.world_size != world_size(cfg):
         raise ValueError(f"{cfg.runtime} with these settings needs {world_size(cfg)} processes, "
                          f"torchrun started {info.world_size}")
@@ -167,7 +168,10 @@ def _learn(cfg: TrainConfig, info: comm.DistInfo, role: str, device: str, run_di
         trainer = build_rank(cfg, info, device)
     if resume:
         payload, path = load_checkpoint(resume)
-        if role == "dp" and info.rank > 0:  # its own worlds' state is in its shard
+        payload, warning = resumable(payload, cfg)
+        if warning and trainer.is_logger:
+            sys.stderr.write(f"dexrl train: warning: {warning}\n")
+        if role == "dp" and info.rank > 0 and not warning:  # its own worlds' state is in its shard
             shard = path.with_name(path.stem + f".rank{info.rank}.pt")
             if shard.exists():
                 payload = {**payload, **{k: v for k, v in load_checkpoint(shard)[0].items() if k != "format"}}

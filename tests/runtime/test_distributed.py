@@ -201,6 +201,14 @@ def test_dead_data_parallel_rank_stops_the_run_in_one_line_and_resume_continues(
     assert "rank 1: no " + latest.stem + ".rank1.pt; its worlds start fresh episodes" in capfd.readouterr().err
 
 
+def test_a_single_process_run_resumes_on_data_parallel_ranks(tmp_path, capfd):
+    run = tmp_path / "grow"
+    assert main(["train", "--preset", "quickstart", "--max-iterations", "1", *TINY, "--run-dir", str(run)]) == 0
+    assert main(["train", "--resume", str(run), *DP, "--max-iterations", "2"]) == 0
+    assert load_checkpoint(run)[0]["iteration"] == 2
+    assert "4 worlds on 2 data-parallel ranks: episodes start afresh" in capfd.readouterr().err
+
+
 def test_pipelined_disaggregated_run_collects_every_world(tmp_path):
     run = tmp_path / "pipe"
     assert main(["train", "--preset", "quickstart", "--max-iterations", "2", *TINY, "--runtime", "disagg",

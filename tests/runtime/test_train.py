@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from dexrl.cli import main
-from dexrl.config.train import apply_overrides, dumps, loads, preset
-from dexrl.runtime.checkpoint import CheckpointError, load_checkpoint
+from dexrl.config.train import apply_overrides, dumps, loads, preset, to_dict
+from dexrl.runtime.checkpoint import CheckpointError, load_checkpoint, resumable
 from dexrl.runtime.comm import RankFailure
 from dexrl.rl import RolloutStorage
 from dexrl.runtime.collector import PhaseTimer
@@ -169,3 +169,14 @@ def test_a_failed_peer_leaves_the_best_checkpoint_of_the_last_iteration(tmp_path
     payload, path = load_checkpoint(tmp_path)
     assert path.name == "iter_000002.pt" and torch.equal(payload["model"]["log_std"], trainer.model.log_std)
     assert (payload.get("env") is not None) == env_kept
+
+
+def test_resuming_under_another_world_split_keeps_the_weights_and_drops_the_episodes(tiny):
+    cfg = tiny(2)
+    payload = {"config": to_dict(cfg), "model": {"w": 1}, "env": {"qpos": 2}, "collector": {"h": 3}}
+    assert resumable(payload, cfg) == (payload, None)
+    dp = dataclasses.replace(cfg, runtime="dp", ranks=2)
+    kept, warning = resumable(payload, dp)
+    assert kept == {"config": payload["config"], "model": {"w": 1}}
+    assert warning == ("the checkpoint's worlds were split as 4 worlds in one process, this run's as "
+                       "4 worlds on 2 data-parallel ranks: episodes start afresh")
