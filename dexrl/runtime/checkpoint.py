@@ -29,7 +29,8 @@ def save_checkpoint(path: Path, payload: dict) -> Path:
 def latest_checkpoint(run_dir: Path) -> Path:
     """The run's newest main checkpoint (``iter_NNNNNN.pt``; a data-parallel rank's shard of
     environment state, ``iter_NNNNNN.rankR.pt``, is not one)."""
-    ckpts = sorted(p for p in Path(run_dir, "checkpoints").glob("iter_*.pt") if MAIN_NAME.fullmatch(p.name))
+    ckpts = sorted(p for p in Path(run_dir, "checkpoints").glob("iter_*.pt")
+                   if MAIN_NAME.fullmatch(p.name))
     if not ckpts:
         raise CheckpointError(f"no checkpoint in {run_dir}/checkpoints; pass a .pt file or a run directory that has one")
     return ckpts[-1]
@@ -61,5 +62,11 @@ def resumable(payload: dict, cfg) -> tuple[dict, str | None]:
     saved, now = world_split(from_dict(TrainConfig, payload["config"])), world_split(cfg)
     if saved == now:
         return payload, None
-    return ({k: v for k, v in payload.items() if k not in ("env", "collector")},
-            f"the checkpoint's worlds were split as {saved}, this run's as {now}: episodes start afresh")
+    return without_episodes(payload), (f"the checkpoint's worlds were split as {saved}, this run's as {now}: "
+                                       "episodes start afresh")
+
+
+def without_episodes(payload: dict) -> dict:
+    """The payload less the environment's and the collector's state: loading it starts fresh
+    episodes (Trainer.load_state_dict)."""
+    return {k: v for k, v in payload.items() if k not in ("env", "collector")}

@@ -30,7 +30,8 @@ class RankFailure(RuntimeError):
 
     def __init__(self, rank: int | None, role: str, cause: str):
         global failing
-        super().__init__(f"{role} rank {rank} failed: {cause}" if rank is not None else f"a {role} peer failed: {cause}")
+        who = f"{role} rank {rank}" if rank is not None else f"a {role} peer"
+        super().__init__(f"{who} failed: {cause}")
         self.rank, self.role, self.cause = rank, role, cause
         failing = True
 

@@ -20,7 +20,7 @@ import torch
 
 from dexrl.config.train import TrainConfig
 from dexrl.runtime import comm
-from dexrl.runtime.checkpoint import latest_checkpoint, load_checkpoint, resumable
+from dexrl.runtime.checkpoint import latest_checkpoint, load_checkpoint, resumable, without_episodes
 
 EXIT_PEER_FAILED = 3
 THREADS_ENV = "DEXRL_TORCH_THREADS"
@@ -176,7 +176,7 @@ def _learn(cfg: TrainConfig, info: comm.DistInfo, role: str, device: str, run_di
             if shard.exists():
                 payload = {**payload, **{k: v for k, v in load_checkpoint(shard)[0].items() if k != "format"}}
             else:  # the rank died before writing it: fresh episodes, never rank 0's worlds
-                payload = {k: v for k, v in payload.items() if k not in ("env", "collector")}
+                payload = without_episodes(payload)
                 sys.stderr.write(f"dexrl train: warning: rank {info.rank}: no {shard.name}; "
                                  "its worlds start fresh episodes\n")
         trainer.load_state_dict(payload)
