@@ -22,16 +22,12 @@ def _moments(count: torch.Tensor, mean: torch.Tensor, m2: torch.Tensor):
 
 
 def _mean_stats(stats: dict) -> dict:
-    """Per-rank iteration statistics averaged over the ranks that have them (episode counts
-    summed). Ranks may differ in keys (episode statistics exist only where an episode ended),
-    so they first agree on the union: a gather needs the same shape everywhere."""
-    mine = [k for k, v in stats.items() if isinstance(v, (int, float))]
-    keys = sorted(set().union(*comm.all_gather_object(mine)))
-    present = torch.tensor([[float(k in stats) for k in keys], [float(stats.get(k, 0.0)) for k in keys]])
-    gathered = comm.all_gather_stack(present)  # (W, 2, K)
-    weight = gathered[:, 0].sum(0).clamp_min(1)
-    out = {k: float(v) for k, v in zip(keys, gathered[:, 1].sum(0) / weight)}
-    out["episodes"] = int(gathered[:, 1, keys.index("episodes")].sum()) if "episodes" in keys else 0
+    """Per-rank iteration statistics, each averaged over the ranks that have it (a rank where no
+    episode ended has no episode/*), episode counts summed; one small gather per iteration."""
+    every = comm.all_gather_object({k: float(v) for k, v in stats.items() if isinstance(v, (int, float))})
+    keys = sorted(set().union(*every))
+    out = {k: sum(r[k] for r in every if k in r) / sum(k in r for r in every) for k in keys}
+    out["episodes"] = int(sum(r.get("episodes", 0) for r in every))
     return out
 
 
