@@ -11,6 +11,7 @@ import functools
 import logging
 import os
 import pickle
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -49,6 +50,18 @@ class DistInfo:
     backend: str
 
 
+@dataclass(frozen=True)
+class _Steady:
+    """Data-parallel collectives once every rank is past start-up: their own gloo group, whose
+    timeout is the fault timeout, and the rendezvous store, where a timed-out rank checks in."""
+    group: object  # dist.ProcessGroup
+    timeout_s: float
+    store: object  # dist.Store
+
+
+_steady: _Steady | None = None
+
+
 def launched() -> bool:
     """True inside a process started by torchrun / the elastic launcher."""
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
@@ -72,8 +85,30 @@ def init(backend: str = "auto", device: str = "cpu", timeout_s: float = 60.0) ->
 
 
 def shutdown() -> None:
+    global _steady
+    _steady = None
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def tighten(timeout_s: float) -> None:
+    """Call on every rank at the same point, once each is past start-up (kernel builds, the
+    first rollout): from then on a collective waits at most ``timeout_s`` for the slowest
+    rank, and a rank that stays silent is named. Gloo only: NCCL's watchdog would abort the
+    process on such a timeout rather than raise, so NCCL keeps the start-up timeout."""
+    global _steady
+    if _steady is not None or dist.get_backend() != "gloo":
+        return
+    group = dist.new_group(backend="gloo", timeout=timedelta(seconds=timeout_s))
+    # A client of the store the ranks met at (torchrun's agent, or rank 0's): it outlives a
+    # stopped rank, so the others can still check in there.
+    client = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
+                           timeout=timedelta(seconds=timeout_s))
+    _steady = _Steady(group, timeout_s, dist.PrefixStore("dexrl/steady", client))
+
+
+def _group():
+    return _steady.group if _steady is not None else None
 
 
 def _wire(t: torch.Tensor) -> torch.Tensor:
@@ -114,8 +149,8 @@ def _cause(exc: RuntimeError, timeout_s: float | None) -> str:
 
 
 def _collective(fn):
-    """A collective over every rank: a peer that died (or stayed silent past the process
-    group's timeout) becomes RankFailure, so the caller checkpoints and reports one line."""
+    """A collective over every rank: a peer that died (or stayed silent past the group's
+    timeout) becomes RankFailure, so the caller checkpoints and reports one line."""
     @functools.wraps(fn)
     def wrapped(*args, **kwargs):
         try:
@@ -123,8 +158,29 @@ def _collective(fn):
         except RankFailure:
             raise
         except RuntimeError as exc:  # gloo reports a closed connection as a plain RuntimeError
-            raise RankFailure(None, "data-parallel", _cause(exc, None)) from None
+            cause = _cause(exc, None)
+            if _steady is None or not cause.startswith("no reply"):
+                raise RankFailure(None, "data-parallel", cause) from None
+            cause = f"no reply within {_steady.timeout_s:g} s"
+            silent = _silent_peers(_steady)
+            if len(silent) == 1:
+                raise RankFailure(silent[0], "dp", cause) from None
+            who = f"ranks {', '.join(map(str, silent))} silent" if silent else "every rank timed out"
+            raise RankFailure(None, "data-parallel", f"{cause} ({who})") from None
     return wrapped
+
+
+def _silent_peers(steady: _Steady) -> list[int]:
+    """After a collective timed out here: every healthy rank times out in it too and checks in
+    at the store; the ranks that do not within the timeout are stuck elsewhere (hung, stopped)."""
+    me, deadline = dist.get_rank(), time.monotonic() + steady.timeout_s
+    steady.store.set(f"timed_out/{me}", "1")
+    waiting = {f"timed_out/{rank}": rank for rank in range(dist.get_world_size()) if rank != me}
+    while waiting and time.monotonic() < deadline:
+        # check() does not block: the store's own timed wait logs a warning on every miss.
+        time.sleep(0.1)
+        waiting = {key: rank for key, rank in waiting.items() if not steady.store.check([key])}
+    return sorted(waiting.values())
 
 
 def _object_device() -> torch.device:
@@ -151,7 +207,7 @@ def recv_object(src: int, timeout_s: float = 60.0, role: str = "peer"):
 def broadcast_module(module: torch.nn.Module, src: int) -> None:
     """Identical parameters and buffers on every rank."""
     for t in list(module.parameters()) + list(module.buffers()):
-        dist.broadcast(t.data, src)
+        dist.broadcast(t.data, src, group=_group())
 
 
 @_collective
@@ -159,7 +215,7 @@ def all_reduce_mean_grads(params: list[torch.nn.Parameter]) -> None:
     """Average .grad across ranks with one flattened all-reduce."""
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
     flat = torch.cat([g.reshape(-1) for g in grads])  # (P,)
-    dist.all_reduce(flat)
+    dist.all_reduce(flat, group=_group())
     flat /= dist.get_world_size()
     offset = 0
     for p, g in zip(params, grads):
@@ -174,7 +230,7 @@ def all_reduce_mean_grads(params: list[torch.nn.Parameter]) -> None:
 @_collective
 def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
     y = x.detach().clone().float()
-    dist.all_reduce(y)
+    dist.all_reduce(y, group=_group())
     return y / dist.get_world_size()
 
 
@@ -182,7 +238,7 @@ def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
 def all_gather_stack(x: torch.Tensor) -> torch.Tensor:
     """(…) on every rank -> (world_size, …) on every rank."""
     out = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-    dist.all_gather(out, x.contiguous())
+    dist.all_gather(out, x.contiguous(), group=_group())
     return torch.stack(out)
 
 
@@ -190,14 +246,14 @@ def all_gather_stack(x: torch.Tensor) -> torch.Tensor:
 def all_gather_object(obj) -> list:
     """A small picklable object from every rank, in rank order, on every rank."""
     out = [None] * dist.get_world_size()
-    dist.all_gather_object(out, obj)
+    dist.all_gather_object(out, obj, group=_group())
     return out
 
 
 @_collective
 def all_reduce_min(x: torch.Tensor) -> torch.Tensor:
     y = x.clone()
-    dist.all_reduce(y, op=dist.ReduceOp.MIN)
+    dist.all_reduce(y, op=dist.ReduceOp.MIN, group=_group())
     return y
 
 

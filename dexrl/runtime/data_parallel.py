@@ -1,7 +1,8 @@
 """Data-parallel baseline: every rank simulates its slice of the worlds, keeps its own
 storage and runs PPO; gradients are averaged with one flattened all-reduce per step,
 normalizer statistics are merged across ranks, and the KL that drives the learning rate is
-averaged so every rank takes the same decisions."""
+averaged so every rank takes the same decisions. After the first rollout a rank that stays
+silent past the fault timeout stops the run, named (comm.tighten)."""
 
 from __future__ import annotations
 
@@ -35,8 +36,16 @@ def build_rank(cfg: TrainConfig, info: comm.DistInfo, device: str) -> Trainer:
     n = cfg.env.num_envs // cfg.ranks
     env = GraspEnv(replace(adr_env_config(cfg), num_envs=n, world_offset=info.rank * n, device=device))
     hooks = DistributedHooks(grads=comm.all_reduce_mean_grads, mean=comm.all_reduce_mean, moments=_moments)
+
+    def reduce_stats(stats: dict) -> dict:
+        out = _mean_stats(stats)
+        # The first rollout's statistics: every rank is past start-up (kernel builds), so a
+        # rank silent for the fault timeout from here on is hung.
+        comm.tighten(cfg.fault_timeout_s)
+        return out
+
     return Trainer.build(cfg, env=env, hooks=hooks, rank=info.rank, is_logger=info.rank == 0,
-                         stats_reduce=_mean_stats, after_init=lambda m: comm.broadcast_module(m, 0), agree=agree)
+                         stats_reduce=reduce_stats, after_init=lambda m: comm.broadcast_module(m, 0), agree=agree)
 
 
 def agree(proposal: bool) -> bool:

@@ -110,6 +110,15 @@ def _write_rank_file(run_dir: Path, info: comm.DistInfo, role: str, device: str)
                                 "torch_threads": torch.get_num_threads()}))
 
 
+def _write_failure(run_dir: Path, found: dict) -> None:
+    """ranks/failure.json, whole: data-parallel ranks that name the same silent peer write it
+    at once."""
+    path = Path(run_dir) / "ranks" / "failure.json"
+    tmp = path.with_name(f"failure.{found['reported_by']}.tmp")
+    tmp.write_text(json.dumps(found))
+    os.replace(tmp, path)
+
+
 def _stop_on_sigterm(signum, frame):
     # The launcher stops every rank when one fails; leave through the normal failure path so
     # the learner still writes its checkpoint (unless it is already doing so).
@@ -144,8 +153,7 @@ def run_rank(cfg: TrainConfig, run_dir: Path, resume: str | None) -> int:
             sys.stderr.write(f"dexrl train: error: rank {info.rank} ({role}): {exc}\n")
             sys.stderr.flush()
         if exc.rank is not None and role != "sim":  # the learner diagnoses; a sim only sees the learner go
-            (Path(run_dir) / "ranks" / "failure.json").write_text(
-                json.dumps({"rank": exc.rank, "role": exc.role, "cause": exc.cause, "reported_by": info.rank}))
+            _write_failure(run_dir, {"rank": exc.rank, "role": exc.role, "cause": exc.cause, "reported_by": info.rank})
         os._exit(EXIT_PEER_FAILED)  # a peer is gone: leaving the group would wait for it
     comm.shutdown()
     return 0

@@ -201,6 +201,18 @@ def test_dead_data_parallel_rank_stops_the_run_in_one_line_and_resume_continues(
     assert "rank 1: no " + latest.stem + ".rank1.pt; its worlds start fresh episodes" in capfd.readouterr().err
 
 
+def test_silent_data_parallel_rank_is_named_and_the_run_stops_with_a_checkpoint(tmp_path):
+    """A stopped rank neither answers nor closes its connections: its peers time out in their
+    collective, check in at the store, and name the one that did not."""
+    run = tmp_path / "dp_silent"
+    code, err, stopped = _start_and_stop_rank_1(run, signal.SIGSTOP, timeout_s=5, runtime=DP)
+    assert code != 0 and stopped < 2 * 5 + 15, stopped  # collective timeout + check-in window
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("dexrl train: error: dp rank 1 failed: no reply within 5 s"), err
+    assert f"--resume {run}" in last and "Traceback" not in err, err
+    assert load_checkpoint(run)[0]["iteration"] >= 1
+
+
 def test_a_single_process_run_resumes_on_data_parallel_ranks(tmp_path, capfd):
     run = tmp_path / "grow"
     assert main(["train", "--preset", "quickstart", "--max-iterations", "1", *TINY, "--run-dir", str(run)]) == 0
