@@ -165,7 +165,7 @@ def _collective(fn):
             silent = _silent_peers(_steady)
             if len(silent) == 1:
                 raise RankFailure(silent[0], "dp", cause) from None
-            who = f"ranks {', '.join(map(str, silent))} silent" if silent else "every rank timed out"
+            who = f"ranks {', '.join(map(str, silent))} silent" if silent else "the silent rank is not known"
             raise RankFailure(None, "data-parallel", f"{cause} ({who})") from None
     return wrapped
 
@@ -174,12 +174,15 @@ def _silent_peers(steady: _Steady) -> list[int]:
     """After a collective timed out here: every healthy rank times out in it too and checks in
     at the store; the ranks that do not within the timeout are stuck elsewhere (hung, stopped)."""
     me, deadline = dist.get_rank(), time.monotonic() + steady.timeout_s
-    steady.store.set(f"timed_out/{me}", "1")
     waiting = {f"timed_out/{rank}": rank for rank in range(dist.get_world_size()) if rank != me}
-    while waiting and time.monotonic() < deadline:
-        # check() does not block: the store's own timed wait logs a warning on every miss.
-        time.sleep(0.1)
-        waiting = {key: rank for key, rank in waiting.items() if not steady.store.check([key])}
+    try:
+        steady.store.set(f"timed_out/{me}", "1")
+        while waiting and time.monotonic() < deadline:
+            # check() does not block: the store's own timed wait logs a warning on every miss.
+            time.sleep(0.1)
+            waiting = {key: rank for key, rank in waiting.items() if not steady.store.check([key])}
+    except RuntimeError:  # the store is gone too (hosted by the silent rank): unknown
+        return []
     return sorted(waiting.values())
 
 
