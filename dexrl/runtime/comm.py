@@ -137,12 +137,21 @@ def wait(works: list, timeout_s: float, peer: int, role: str) -> None:
             raise RankFailure(peer, role, _cause(exc, timeout_s)) from None
 
 
+def _first_line(exc: RuntimeError) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _timed_out(exc: RuntimeError) -> bool:
+    low = _first_line(exc).lower()
+    return "timeout" in low or "timed out" in low
+
+
 def _cause(exc: RuntimeError, timeout_s: float | None) -> str:
     """A backend's error as a short cause."""
-    cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    low = cause.lower()
-    if "timeout" in low or "timed out" in low:
+    if _timed_out(exc):
         return f"no reply within {timeout_s:g} s" if timeout_s is not None else "no reply within the group's timeout"
+    cause = _first_line(exc)
+    low = cause.lower()
     if "connection" in low and ("reset" in low or "closed" in low):
         return "connection lost (the process exited or was killed)"
     return cause
@@ -158,16 +167,19 @@ def _collective(fn):
         except RankFailure:
             raise
         except RuntimeError as exc:  # gloo reports a closed connection as a plain RuntimeError
-            cause = _cause(exc, None)
-            if _steady is None or not cause.startswith("no reply"):
-                raise RankFailure(None, "data-parallel", cause) from None
-            cause = f"no reply within {_steady.timeout_s:g} s"
-            silent = _silent_peers(_steady)
-            if len(silent) == 1:
-                raise RankFailure(silent[0], "dp", cause) from None
-            who = f"ranks {', '.join(map(str, silent))} silent" if silent else "the silent rank is not known"
-            raise RankFailure(None, "data-parallel", f"{cause} ({who})") from None
+            if _steady is not None and _timed_out(exc):
+                raise _silent_failure(_steady) from None
+            raise RankFailure(None, "data-parallel", _cause(exc, None)) from None
     return wrapped
+
+
+def _silent_failure(steady: _Steady) -> RankFailure:
+    cause = f"no reply within {steady.timeout_s:g} s"
+    silent = _silent_peers(steady)
+    if len(silent) == 1:
+        return RankFailure(silent[0], "dp", cause)
+    who = f"ranks {', '.join(map(str, silent))} silent" if silent else "the silent rank is not known"
+    return RankFailure(None, "data-parallel", f"{cause} ({who})")
 
 
 def _silent_peers(steady: _Steady) -> list[int]:
