@@ -129,6 +129,31 @@ def cmd_train(a) -> int:
     return 0
 
 
+def _given(a, flag: str) -> bool:
+    """The user wrote ``flag`` rather than leaving its default (the parser takes no abbreviations)."""
+    return any(t == flag or t.startswith(flag + "=") for t in a.argv)
+
+
+def _checkpoint_env(a, trained: EnvConfig) -> EnvConfig:
+    """A checkpoint's environment for evaluation. The options that leave the network's inputs
+    and outputs alone may change (worlds, device, seed, objects, episode length); those that
+    do not (camera, action space, robot) must match, else one clear error."""
+    w, h = parse_resolution(a.resolution)
+    fixed = {"--resolution": (f"{w}x{h}", f"{trained.camera.width}x{trained.camera.height}"),
+             "--action-space": (a.action_space, trained.action_space),
+             "--robot-xml": (a.robot_xml, trained.robot_xml or "the built-in robot")}
+    for flag, (asked, used) in fixed.items():
+        if _given(a, flag) and asked != used:
+            raise ValueError(f"{flag} {asked} does not match the checkpoint's environment ({used}), "
+                             f"which the policy's network is built for: leave {flag} out")
+    objects = trained.objects
+    for flag, field in (("--objects", "split"), ("--num-objects", "num_objects"), ("--mesh-dir", "mesh_dir")):
+        if _given(a, flag):
+            objects = replace(objects, **{field: getattr(a, flag[2:].replace("-", "_"))})
+    episode_s = a.episode_s if _given(a, "--episode-s") else trained.episode_s
+    return replace(trained, num_envs=a.num_envs, device=a.device, seed=a.seed, objects=objects, episode_s=episode_s)
+
+
 def cmd_eval(a) -> None:
     from dexrl.evaluate import evaluate
 
@@ -138,8 +163,7 @@ def cmd_eval(a) -> None:
         from dexrl.runtime.checkpoint import load_checkpoint
 
         payload, _ = load_checkpoint(a.checkpoint)
-        trained = from_dict(TrainConfig, payload["config"]).env
-        cfg = replace(trained, num_envs=a.num_envs, device=a.device, seed=a.seed)
+        cfg = _checkpoint_env(a, from_dict(TrainConfig, payload["config"]).env)
     else:
         cfg = env_config(a, depth=False)
     if a.adr == "max":  # evaluate under the terminal randomization ranges
@@ -230,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, help="length (default: one episode)")
     p.set_defaults(fn=cmd_play)
 
-    p = sub.add_parser("train", help="train a policy with PPO (single process)")
+    p = sub.add_parser("train", help="train a policy with PPO (single process, data-parallel or disaggregated)")
     p.add_argument("--preset", default="quickstart", help="quickstart | teacher-depth | teacher-state (default %(default)s)")
     p.add_argument("--run-dir", help="where config, metrics, TensorBoard events and checkpoints go (default runs/PRESET-TIME)")
     p.add_argument("--resume", help="a checkpoint file or run directory to continue exactly where it stopped")
@@ -253,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override any option, e.g. --set ppo.lr=3e-4 --set env.camera.width=80 (repeatable)")
     p.set_defaults(fn=cmd_train)
 
-    p = sub.add_parser("eval", help="success rate and return over finished episodes")
+    p = sub.add_parser("eval", help="success rate and return over finished episodes", allow_abbrev=False)
     _env_args(p, 16, "80x60")
     p.add_argument("--policy", default="scripted", help="scripted, or use --checkpoint")
     p.add_argument("--checkpoint", help="a trained checkpoint (file or run directory): deterministic actions")
@@ -312,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true")
     b.set_defaults(fn=cmd_bench_learner)
 
-    p = sub.add_parser("report", help="Table II over runs: ADR progress, % reaching full ADR, success rate; ADR plot")
+    p = sub.add_parser("report", help="Table II over runs: ADR progress, %% reaching full ADR, success rate; ADR plot")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--out", help="folder for adr_progress.png (default: beside the first run)")
     p.set_defaults(fn=cmd_report)

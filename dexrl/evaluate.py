@@ -72,7 +72,8 @@ def evaluate(cfg: EnvConfig, policy: str | None, episodes: int, checkpoint: dict
         write_video(Path(video), frames[::2], 1.0 / (2 * cfg.ctrl_dt))
     successes, returns, lengths = successes[:episodes], returns[:episodes], lengths[:episodes]
     return {
-        "policy": policy or "checkpoint", "episodes": episodes, "num_envs": cfg.num_envs,
+        "policy": policy or "checkpoint", "objects": cfg.objects.mesh_dir or cfg.objects.split, "episodes": episodes,
+        "num_envs": cfg.num_envs,
         "success_rate": sum(successes) / episodes, "mean_return": sum(returns) / episodes,
         "mean_length_s": sum(lengths) / episodes * cfg.ctrl_dt, "nonfinite_resets": int(env.nonfinite_resets),
     }

@@ -80,7 +80,15 @@ def test_quickstart_run_writes_run_dir_and_reward_rises(tmp_path, capsys):
     capsys.readouterr()
     assert main(["eval", "--checkpoint", str(run), "--num-envs", "2", "--episodes", "2", "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert result["episodes"] == 2 and result["policy"] == "checkpoint"
+    assert result["episodes"] == 2 and result["policy"] == "checkpoint" and result["objects"] == "train"
+    # Held-out objects and another episode length may be asked for; the camera may not (the
+    # network's input), and is refused in one line rather than ignored.
+    assert main(["eval", "--checkpoint", str(run), "--num-envs", "2", "--episodes", "2", "--objects", "eval",
+                 "--episode-s", "0.5", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["objects"] == "eval" and 0 < result["mean_length_s"] <= 0.5 + 1e-6
+    assert main(["eval", "--checkpoint", str(run), "--resolution", "160x120"]) == 2
+    assert "--resolution 160x120 does not match the checkpoint's environment (80x60)" in capsys.readouterr().err
 
 
 def _overlap(tiny, iterations: int):
