@@ -119,6 +119,19 @@ def _write_failure(run_dir: Path, found: dict) -> None:
     os.replace(tmp, path)
 
 
+def _kill_if_here(run_dir: Path, rank: int) -> None:
+    """End a failed peer that runs on this machine. A hung or stopped rank cannot act on the
+    launcher's SIGTERM, which it would otherwise wait out for 30 s before its SIGKILL."""
+    try:
+        pid = json.loads((Path(run_dir) / "ranks" / f"{rank}.json").read_text())["pid"]
+        # Only a sibling (started by the same launcher): never a process that reused the pid.
+        parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        if parent == os.getppid():
+            os.kill(pid, signal.SIGKILL)
+    except (OSError, ValueError, KeyError, IndexError):  # gone already, not ours, or no /proc
+        pass
+
+
 def _stop_on_sigterm(signum, frame):
     # The launcher stops every rank when one fails; leave through the normal failure path so
     # the learner still writes its checkpoint (unless it is already doing so).
@@ -154,6 +167,7 @@ def run_rank(cfg: TrainConfig, run_dir: Path, resume: str | None) -> int:
             sys.stderr.flush()
         if exc.rank is not None and role != "sim":  # the learner diagnoses; a sim only sees the learner go
             _write_failure(run_dir, {"rank": exc.rank, "role": exc.role, "cause": exc.cause, "reported_by": info.rank})
+            _kill_if_here(run_dir, exc.rank)
         os._exit(EXIT_PEER_FAILED)  # a peer is gone: leaving the group would wait for it
     comm.shutdown()
     return 0

@@ -120,10 +120,10 @@ DP = ("--runtime", "dp", "--ranks", "2")
 
 
 def _start_and_stop_rank_1(run: Path, sig: int, timeout_s: int, runtime: tuple = DISAGG,
-                           extra: tuple = ()) -> tuple[int, str, float]:
+                           extra: tuple = ()) -> tuple[int, str, float, float]:
     """Train with two sims and a learner (or two data-parallel ranks) in a subprocess, send
     ``sig`` to rank 1 after the first checkpoint, return (exit code, stderr, seconds from the
-    signal until the learner, or rank 0, is gone)."""
+    signal until the learner, or rank 0, is gone, seconds until the command has exited)."""
     cmd = [sys.executable, "-m", "dexrl", "train", "--preset", "quickstart", *TINY, *runtime,
            "--max-iterations", "100000", "--fault-timeout", str(timeout_s),
            "--set", "checkpoint_every=1", "--run-dir", str(run), *extra]
@@ -142,6 +142,7 @@ def _start_and_stop_rank_1(run: Path, sig: int, timeout_s: int, runtime: tuple =
             time.sleep(0.2)
         stopped = time.time() - signalled
         _, err = proc.communicate(timeout=120)
+        exited = time.time() - signalled
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -149,7 +150,7 @@ def _start_and_stop_rank_1(run: Path, sig: int, timeout_s: int, runtime: tuple =
             os.kill(victim["pid"], signal.SIGKILL)
         except (ProcessLookupError, NameError, UnboundLocalError):
             pass
-    return proc.returncode, err, stopped
+    return proc.returncode, err, stopped, exited
 
 
 def _alive(pid: int) -> bool:
@@ -169,9 +170,10 @@ KILLED = ("signal SIGKILL", "connection lost")
     (signal.SIGKILL, KILLED, ("--set", "overlap_update=true"))], ids=["killed", "silent", "killed_overlap_update"])
 def test_dead_or_silent_sim_rank_stops_the_learner_with_a_checkpoint(tmp_path, sig, causes, extra):
     run = tmp_path / "fault"
-    code, err, stopped = _start_and_stop_rank_1(run, sig, timeout_s=10, extra=extra)
+    code, err, stopped, exited = _start_and_stop_rank_1(run, sig, timeout_s=10, extra=extra)
     assert code != 0
     assert stopped < 10 + 15, stopped  # the learner stops within the fault timeout (+ slack)
+    assert exited < 10 + 20, exited  # and a stopped sim is ended, not waited out by the launcher
     last = err.strip().splitlines()[-1]
     assert last.startswith("dexrl train: error: sim rank 1") and any(c in last for c in causes), last
     assert "--resume" in last, last
@@ -185,7 +187,7 @@ def test_dead_or_silent_sim_rank_stops_the_learner_with_a_checkpoint(tmp_path, s
 
 def test_dead_data_parallel_rank_stops_the_run_in_one_line_and_resume_continues(tmp_path, capfd):
     run = tmp_path / "dp_fault"
-    code, err, stopped = _start_and_stop_rank_1(run, signal.SIGKILL, timeout_s=10, runtime=DP)
+    code, err, stopped, _ = _start_and_stop_rank_1(run, signal.SIGKILL, timeout_s=10, runtime=DP)
     assert code != 0 and stopped < 25, stopped
     # Rank 0 may say first that a peer failed; the launcher's report, naming it, comes last.
     assert "Traceback" not in err and "stopped by the launcher" not in err, err
@@ -205,8 +207,9 @@ def test_silent_data_parallel_rank_is_named_and_the_run_stops_with_a_checkpoint(
     """A stopped rank neither answers nor closes its connections: its peers time out in their
     collective, check in at the store, and name the one that did not."""
     run = tmp_path / "dp_silent"
-    code, err, stopped = _start_and_stop_rank_1(run, signal.SIGSTOP, timeout_s=5, runtime=DP)
+    code, err, stopped, exited = _start_and_stop_rank_1(run, signal.SIGSTOP, timeout_s=5, runtime=DP)
     assert code != 0 and stopped < 2 * 5 + 15, stopped  # collective timeout + check-in window
+    assert exited < 2 * 5 + 20, exited  # the stopped rank is ended, not waited out by the launcher
     last = err.strip().splitlines()[-1]
     assert last.startswith("dexrl train: error: dp rank 1 failed: no reply within 5 s"), err
     assert f"--resume {run}" in last and "Traceback" not in err, err
