@@ -13,6 +13,13 @@ from dexrl.config.rl import IMAGE_STORAGE
 from dexrl.sim.objects import ObjectSetConfig
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def _env_args(p: argparse.ArgumentParser, num_envs: int, resolution: str) -> None:
     g = p.add_argument_group("environment")
     g.add_argument("--num-envs", type=int, default=num_envs, help="worlds simulated in parallel (default %(default)s)")
@@ -58,10 +65,13 @@ def _train_config(a):
     from dexrl.runtime.checkpoint import load_checkpoint
 
     payload, path = (load_checkpoint(a.resume) if a.resume else (None, None))
-    try:
-        cfg = from_dict(TrainConfig, payload["config"]) if payload else preset(a.preset)
-    except ValueError as exc:
-        raise ValueError(f"checkpoint {path} holds a config this dexrl version cannot read ({exc})") from None
+    if payload is None:
+        cfg = preset(a.preset)
+    else:
+        try:
+            cfg = from_dict(TrainConfig, payload["config"])
+        except ValueError as exc:
+            raise ValueError(f"checkpoint {path} holds a config this dexrl version cannot read ({exc})") from None
     overrides = list(a.set)
     flags = (("num_envs", "env.num_envs"), ("max_iterations", "max_iterations"), ("device", "env.device"),
              ("runtime", "runtime"), ("sim_ranks", "sim_ranks"), ("ranks", "ranks"), ("backend", "backend"),
@@ -281,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     _env_args(p, 16, "80x60")
     p.add_argument("--policy", default="scripted", help="scripted, or use --checkpoint")
     p.add_argument("--checkpoint", help="a trained checkpoint (file or run directory): deterministic actions")
-    p.add_argument("--episodes", type=int, default=16)
+    p.add_argument("--episodes", type=_positive_int, default=16)
     p.add_argument("--video", help="also write a video (.mp4/.gif) of world 0's first episode")
     p.add_argument("--adr", choices=("off", "max"), default="off",
                    help="off: the environment's configured ranges (default); max: ADR's terminal ranges")

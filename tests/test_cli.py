@@ -45,3 +45,12 @@ def test_non_positive_learner_timeout_is_one_line(capsys, tmp_path):
 def test_missing_mesh_dir_is_one_line(capsys, tmp_path):
     assert main(["scene", "--out", str(tmp_path / "s.xml"), "--mesh-dir", str(tmp_path / "none")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_bad_train_and_eval_arguments_are_one_line(capsys):
+    for argv, says in ((["train", "--preset", "nope"], "unknown preset 'nope'; available: quickstart"),
+                       (["train", "--runtime", "disagg", "--sim-ranks", "0"], "sim_ranks must be >= 1"),
+                       (["train", "--set", "ppo.lr=abc"], "option ppo.lr must be a number, got 'abc'")):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and says in err[0], err

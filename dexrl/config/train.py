@@ -58,8 +58,10 @@ class TrainConfig:
             raise ValueError(f"runtime must be one of {RUNTIMES}, got {self.runtime!r}")
         if self.backend not in ("auto", "nccl", "gloo"):
             raise ValueError(f"backend must be auto, nccl or gloo, got {self.backend!r}")
+        if self.ranks < 1 or self.sim_ranks < 1:
+            raise ValueError(f"ranks and sim_ranks must be >= 1, got {self.ranks} and {self.sim_ranks}")
         parts = {"dp": self.ranks, "disagg": self.sim_ranks}.get(self.runtime, 1)
-        if parts < 1 or self.env.num_envs % parts:
+        if self.env.num_envs % parts:
             raise ValueError(f"env.num_envs ({self.env.num_envs}) must split evenly over {parts} "
                              f"{'sim ranks' if self.runtime == 'disagg' else 'ranks'}")
         if self.pipeline and (self.runtime != "disagg" or (self.env.num_envs // max(self.sim_ranks, 1)) % 2):
@@ -141,6 +143,10 @@ class ConfigFormError(ValueError):
     """A stored config whose value does not fit the current option's type."""
 
 
+_SCALARS = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}
+_SCALAR_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
 def _coerce(tp, value, path: str):
     """A JSON value as type ``tp`` (dataclasses recursively, lists to tuples)."""
     origin = typing.get_origin(tp)
@@ -155,8 +161,11 @@ def _coerce(tp, value, path: str):
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         return value if value is None else _coerce(args[0], value, path)
-    if tp is float and isinstance(value, int):
-        return float(value)
+    if tp in _SCALARS:
+        # bool is an int to Python, not to a config: true for a count is a mistake.
+        if isinstance(value, bool) != (tp is bool) or not isinstance(value, _SCALARS[tp]):
+            raise ConfigFormError(f"option {path} must be {_SCALAR_NAMES[tp]}, got {value!r}")
+        return float(value) if tp is float else value
     return value
 
 
@@ -196,8 +205,8 @@ def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
             node = node[key]
         if keys[-1] not in node:
             raise ValueError(f"unknown option {path!r}; see the run's config.json for every option")
-        try:
-            node[keys[-1]] = json.loads(raw)
+        try:  # a string option takes the text as it is (--set env.device=0 is not a number)
+            node[keys[-1]] = raw if isinstance(node[keys[-1]], str) else json.loads(raw)
         except json.JSONDecodeError:
             node[keys[-1]] = raw
     return from_dict(TrainConfig, data)

@@ -49,6 +49,13 @@ def test_config_round_trip_and_overrides():
         apply_overrides(cfg, ["ppo.lrr=1"])
     with pytest.raises(ValueError, match="num_minibatches"):
         apply_overrides(cfg, ["env.num_envs=10"])  # 10 worlds do not split into 4 minibatches
+    # A value of the wrong kind fails naming the option, rather than deep inside the run.
+    for item, kind in (("ppo.lr=abc", "a number"), ("ppo.num_epochs=2.5", "an integer"),
+                       ("overlap_update=1", "true or false"), ("model.mlp=[16,x]", "a list")):
+        with pytest.raises(ValueError, match=f"option {item.split('=')[0]} must be {kind}"):
+            apply_overrides(cfg, [item])
+    assert apply_overrides(cfg, ["ppo.lr_max=1"]).ppo.lr_max == 1.0 and apply_overrides(cfg, ["backend=gloo"]).backend == "gloo"
+    assert apply_overrides(cfg, ["env.device=0"]).env.device == "0"  # a string option keeps the text
 
 
 def test_bad_checkpoint_is_a_clear_error(tmp_path, capsys):
