@@ -20,6 +20,17 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+# argparse names the type in its message: "invalid positive integer value: 'x'".
+_positive_int.__name__, _positive_float.__name__ = "positive integer", "positive number"
+
+
 def _env_args(p: argparse.ArgumentParser, num_envs: int, resolution: str) -> None:
     g = p.add_argument_group("environment")
     g.add_argument("--num-envs", type=int, default=num_envs, help="worlds simulated in parallel (default %(default)s)")
@@ -261,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     _env_args(p, 16, "160x120")
     p.add_argument("--policy", default="scripted", help="policy to run (default %(default)s)")
     p.add_argument("--video", default="out/play.mp4", help="output .mp4 or .gif (default %(default)s)")
-    p.add_argument("--seconds", type=float, help="length (default: one episode)")
+    p.add_argument("--seconds", type=_positive_float, help="length (default: one episode)")
     p.set_defaults(fn=cmd_play)
 
     p = sub.add_parser("train", help="train a policy with PPO (single process, data-parallel or disaggregated)")
@@ -302,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     bsub = p.add_subparsers(dest="bench", required=True, metavar="BENCH")
     b = bsub.add_parser("env", help="env steps/s, physics steps/s, render frames/s and the engine floor")
     _env_args(b, 64, "80x60")
-    b.add_argument("--steps", type=int, default=20)
+    b.add_argument("--steps", type=_positive_int, default=20)
     b.add_argument("--json", action="store_true")
     b.set_defaults(fn=cmd_bench)
     b = bsub.add_parser("throughput", help="env-steps/s, per-phase seconds and bytes per step of a short training run")
@@ -314,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--ranks", type=int, default=2)
     b.add_argument("--num-envs", type=int, default=32)
     b.add_argument("--resolution", default="80x60")
-    b.add_argument("--iterations", type=int, default=4, help="training iterations; the first is not measured")
+    b.add_argument("--iterations", type=_positive_int, default=4, help="training iterations; the first is not measured")
     b.add_argument("--preset", default="quickstart")
     b.add_argument("--device", default="cpu")
     b.add_argument("--json", action="store_true")
@@ -325,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--gpu-mem-gib", type=float, default=48.0)
     b.add_argument("--sim-overhead-gib", type=float, default=1.0, help="per simulating GPU: assets, CUDA context")
     b.add_argument("--host-mem-gib", type=float, default=512.0, help="the node's CPU memory, for --image-storage host")
-    b.add_argument("--num-envs-probe", type=int, default=2,
+    b.add_argument("--num-envs-probe", type=_positive_int, default=2,
                    help="p: the fits use (p, 3p, 5p) worlds and minibatches of (p, 2p) envs (default %(default)s)")
     b.add_argument("--microbatch-envs", type=int, help="envs per backward pass (ppo.microbatch_envs; default: the preset's)")
     b.add_argument("--encoder-chunk", type=int, help="images per encoder pass in act (model.encoder_chunk; default: the preset's)")
@@ -342,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--num-envs", type=int, default=64)
     b.add_argument("--preset", default="teacher-depth", help="network and PPO settings (default %(default)s)")
     b.add_argument("--device", default="cpu")
-    b.add_argument("--iterations", type=int, default=2)
+    b.add_argument("--iterations", type=_positive_int, default=2)
     b.add_argument("--json", action="store_true")
     b.set_defaults(fn=cmd_bench_learner)
 

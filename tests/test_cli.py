@@ -4,6 +4,7 @@ import json
 
 import imageio.v2 as imageio
 import mujoco
+import pytest
 
 from dexrl.cli import main
 
@@ -54,3 +55,14 @@ def test_bad_train_and_eval_arguments_are_one_line(capsys):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and says in err[0], err
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["eval", "--episodes", "0"], "--episodes: must be >= 1, got 0"),
+    (["bench", "env", "--steps", "0"], "--steps: must be >= 1, got 0"),
+    (["play", "--seconds", "-1"], "--seconds: must be > 0, got -1"),
+    (["bench", "learner", "--iterations", "x"], "--iterations: invalid positive integer value: 'x'")])
+def test_counts_and_lengths_must_be_positive(argv, says, capsys):
+    with pytest.raises(SystemExit) as stop:  # argparse: usage, then one error line
+        main(argv)
+    assert stop.value.code == 2 and says in capsys.readouterr().err
