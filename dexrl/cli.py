@@ -120,11 +120,28 @@ def _without_option(argv: list[str], name: str) -> list[str]:
     return out
 
 
+def _check_fresh(run_dir: Path, checkpoint_path: Path | None) -> None:
+    """A run directory with checkpoints is continued with --resume, never written over: a new
+    run would leave the old run's later checkpoints beside its own, and --resume would pick
+    one of them."""
+    from dexrl.runtime.checkpoint import CheckpointError, latest_checkpoint
+
+    if checkpoint_path is not None and checkpoint_path.parent.parent.resolve() == run_dir.resolve():
+        return
+    try:
+        found = latest_checkpoint(run_dir)
+    except CheckpointError:
+        return
+    raise ValueError(f"{run_dir} already holds a run (checkpoint {found.name}); continue it with "
+                     f"--resume {run_dir}, or pass another --run-dir")
+
+
 def cmd_train(a) -> int:
     from dexrl.runtime import comm
 
     cfg, payload, path = _train_config(a)
     run_dir = _run_dir(a, cfg, path)
+    _check_fresh(run_dir, path)
     if cfg.runtime != "single":
         from dexrl.runtime import launch
 
