@@ -18,7 +18,7 @@ $(BIN)/dexrl: pyproject.toml
 install: $(BIN)/dexrl
 
 run: install
-	$(BIN)/dexrl train --run-dir runs/quickstart
+	$(BIN)/dexrl train  # a new run directory each time: runs/quickstart-YYYYMMDD-HHMMSS
 
 test: install
 	$(BIN)/python -m pytest -q
