@@ -77,12 +77,15 @@ def _train_config(a):
 
     payload, path = (load_checkpoint(a.resume) if a.resume else (None, None))
     if payload is None:
-        cfg = preset(a.preset)
+        cfg = preset(a.preset or "quickstart")
     else:
         try:
             cfg = from_dict(TrainConfig, payload["config"])
         except ValueError as exc:
             raise ValueError(f"checkpoint {path} holds a config this dexrl version cannot read ({exc})") from None
+        if a.preset not in (None, cfg.preset):
+            raise ValueError(f"--preset {a.preset}: a resumed run keeps its own config (preset {cfg.preset}); "
+                             "change single options with --set, or start a new run")
     overrides = list(a.set)
     flags = (("num_envs", "env.num_envs"), ("max_iterations", "max_iterations"), ("device", "env.device"),
              ("runtime", "runtime"), ("sim_ranks", "sim_ranks"), ("ranks", "ranks"), ("backend", "backend"),
@@ -293,7 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_play)
 
     p = sub.add_parser("train", help="train a policy with PPO (single process, data-parallel or disaggregated)")
-    p.add_argument("--preset", default="quickstart", help="quickstart | teacher-depth | teacher-state (default %(default)s)")
+    p.add_argument("--preset", help="quickstart | teacher-depth | teacher-state (default quickstart; "
+                   "with --resume, the checkpoint's)")
     p.add_argument("--run-dir", help="where config, metrics, TensorBoard events and checkpoints go (default runs/PRESET-TIME)")
     p.add_argument("--resume", help="a checkpoint file or run directory to continue exactly where it stopped")
     p.add_argument("--max-iterations", type=int)

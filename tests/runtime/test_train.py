@@ -97,6 +97,8 @@ def test_quickstart_run_writes_run_dir_and_reward_rises(tmp_path, capsys):
     assert main(["eval", "--checkpoint", str(run), "--resolution", "160x120"]) == 2
     assert "--resolution 160x120 does not match the checkpoint's environment (80x60)" in capsys.readouterr().err
 
+    assert main(["train", "--resume", str(run), "--preset", "teacher-depth"]) == 2  # not silently ignored
+    assert "--preset teacher-depth: a resumed run keeps its own config (preset quickstart)" in capsys.readouterr().err
     # A new run into this directory would leave iter_000008.pt beside its own checkpoints.
     assert main(["train", "--preset", "quickstart", "--run-dir", str(run), "--max-iterations", "1"]) == 2
     assert f"{run} already holds a run (checkpoint iter_000008.pt); continue it with --resume" in capsys.readouterr().err
