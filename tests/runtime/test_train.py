@@ -94,6 +94,8 @@ def test_quickstart_run_writes_run_dir_and_reward_rises(tmp_path, capsys):
                  "--episode-s", "0.5", "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["objects"] == "eval" and 0 < result["mean_length_s"] <= 0.5 + 1e-6
+    assert main(["eval", "--checkpoint", str(run), "--policy", "scripted"]) == 2
+    assert "--policy and --checkpoint exclude each other" in capsys.readouterr().err
     assert main(["eval", "--checkpoint", str(run), "--resolution", "160x120"]) == 2
     assert "--resolution 160x120 does not match the checkpoint's environment (80x60)" in capsys.readouterr().err
 
