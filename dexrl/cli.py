@@ -199,9 +199,9 @@ def cmd_eval(a) -> None:
     from dexrl.evaluate import evaluate
 
     payload = None
-    if a.checkpoint and _given(a, "--policy"):
-        raise ValueError("--policy and --checkpoint exclude each other: a checkpoint is its own policy")
     if a.checkpoint:
+        if _given(a, "--policy"):
+            raise ValueError("--policy and --checkpoint exclude each other: a checkpoint is its own policy")
         from dexrl.config.train import TrainConfig, from_dict
         from dexrl.runtime.checkpoint import load_checkpoint
 

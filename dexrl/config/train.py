@@ -64,7 +64,7 @@ class TrainConfig:
         if self.env.num_envs % parts:
             raise ValueError(f"env.num_envs ({self.env.num_envs}) must split evenly over {parts} "
                              f"{'sim ranks' if self.runtime == 'disagg' else 'ranks'}")
-        if self.pipeline and (self.runtime != "disagg" or (self.env.num_envs // max(self.sim_ranks, 1)) % 2):
+        if self.pipeline and (self.runtime != "disagg" or (self.env.num_envs // self.sim_ranks) % 2):
             raise ValueError("pipeline needs --runtime disagg and an even number of worlds per sim rank")
         if self.adr not in ("on", "off", "max"):
             raise ValueError(f"adr must be on, off or max, got {self.adr!r}")

@@ -54,7 +54,8 @@ def test_config_round_trip_and_overrides():
                        ("overlap_update=1", "true or false"), ("model.mlp=[16,x]", "a list")):
         with pytest.raises(ValueError, match=f"option {item.split('=')[0]} must be {kind}"):
             apply_overrides(cfg, [item])
-    assert apply_overrides(cfg, ["ppo.lr_max=1"]).ppo.lr_max == 1.0 and apply_overrides(cfg, ["backend=gloo"]).backend == "gloo"
+    assert apply_overrides(cfg, ["ppo.lr_max=1"]).ppo.lr_max == 1.0  # an integer for a number
+    assert apply_overrides(cfg, ["backend=gloo"]).backend == "gloo"
     assert apply_overrides(cfg, ["env.device=0"]).env.device == "0"  # a string option keeps the text
 
 
@@ -103,7 +104,8 @@ def test_quickstart_run_writes_run_dir_and_reward_rises(tmp_path, capsys):
     assert "--preset teacher-depth: a resumed run keeps its own config (preset quickstart)" in capsys.readouterr().err
     # A new run into this directory would leave iter_000008.pt beside its own checkpoints.
     assert main(["train", "--preset", "quickstart", "--run-dir", str(run), "--max-iterations", "1"]) == 2
-    assert f"{run} already holds a run (checkpoint iter_000008.pt); continue it with --resume" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"{run} already holds a run (checkpoint iter_000008.pt); continue it with --resume" in err
 
 
 def _overlap(tiny, iterations: int):
