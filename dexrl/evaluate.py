@@ -19,12 +19,13 @@ class CheckpointPolicy:
     def __init__(self, env: GraspEnv, payload: dict):
         from dexrl.config.train import TrainConfig, from_dict
         from dexrl.rl import build_actor_critic
+        from dexrl.runtime.checkpoint import load_weights
         from dexrl.runtime.single import obs_spec
 
         cfg = from_dict(TrainConfig, payload["config"])
         self.spec = obs_spec(cfg, env.reset(), env.action_dim)
         self.model = build_actor_critic(self.spec, cfg.model, cfg.ppo, env.device)
-        self.model.load_state_dict(payload["model"])
+        load_weights(self.model, payload["model"])
         self.model.eval()
         self.keys = tuple(self.spec.policy_vectors) + ((self.spec.image_key,) if self.spec.image_key else ())
         self.state = self.model.initial_state(env.n, env.device)

@@ -2,7 +2,7 @@
 
 Every parameter moves linearly from its start value to its terminal value in NUM_STEPS
 increments, all together (one shared level). One increment is taken when the mean fraction
-of worlds in the success region exceeds SUCCESS_THRESHOLD and at least MIN_RESETS episodes
+of worlds in the success region is at least SUCCESS_THRESHOLD (the paper: 0.4) and at least MIN_RESETS episodes
 ended since the last change. Ranges never shrink. In multi-rank runs each rank proposes, and
 the global minimum decides, so all ranks agree.
 """
@@ -83,7 +83,7 @@ def initial_state(mode: str) -> ADRState:
 
 def propose(state: ADRState, success_fraction: float, resets: int) -> bool:
     """Would this rank take an increment now? ``resets``: episodes ended in this window."""
-    return (not state.full and success_fraction > SUCCESS_THRESHOLD
+    return (not state.full and success_fraction >= SUCCESS_THRESHOLD
             and state.resets_since_change + resets >= MIN_RESETS)
 
 

@@ -146,6 +146,9 @@ class EnvConfig:
                              f"got {self.naccdmax_per_world}")
         if self.decimation < 1 or self.sim_dt <= 0:
             raise ValueError("decimation must be >= 1 and sim_dt > 0")
+        if self.max_episode_steps < 1:
+            raise ValueError(f"episode_s ({self.episode_s}) must last at least one control step "
+                             f"({self.ctrl_dt:.4g} s)")
 
     @property
     def ctrl_dt(self) -> float:

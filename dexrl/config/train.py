@@ -66,6 +66,9 @@ class TrainConfig:
                              f"{'sim ranks' if self.runtime == 'disagg' else 'ranks'}")
         if self.pipeline and (self.runtime != "disagg" or (self.env.num_envs // self.sim_ranks) % 2):
             raise ValueError("pipeline needs --runtime disagg and an even number of worlds per sim rank")
+        if self.learner_device and self.runtime != "disagg":
+            raise ValueError("learner_device places the disaggregated learner; the other runtimes learn where "
+                             "they simulate (env.device)")
         if self.adr not in ("on", "off", "max"):
             raise ValueError(f"adr must be on, off or max, got {self.adr!r}")
         if self.fault_timeout_s <= 0 or self.learner_timeout_s <= 0:

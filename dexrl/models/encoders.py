@@ -1,9 +1,10 @@
 """Depth image encoder (paper Sec. III-A, Fig. 3).
 
 4 conv layers with 16, 32, 64, 128 filters (kernel/stride 6/2, 4/2, 4/2, 4/2), each
-Conv -> ReLU -> LayerNorm over (C, H, W), then global average pool and a Linear to a
-32-d embedding. LayerNorm needs the exact (C, H, W) of every feature map, so those shapes
-are computed from the input image size when the encoder is built.
+Conv -> ReLU -> LayerNorm over (C, H, W), then a fully connected layer from the whole last
+feature map (flattened, so where things are in the image survives) to a 32-d embedding.
+LayerNorm and that layer need the exact (C, H, W) of every feature map, so those shapes are
+computed from the input image size when the encoder is built.
 
 Padding: the paper's resolutions (80x60, 160x120, 320x240) need none and get none. A layer
 gets zero padding only when its input is smaller than its kernel in some dimension (tiny
@@ -65,7 +66,7 @@ class DepthEncoder(nn.Module):
             ]
             in_ch = out_ch
         self.convs = nn.Sequential(*layers)
-        self.proj = nn.Linear(in_ch, embed_dim)
+        self.proj = nn.Linear(in_ch * out_hw[0] * out_hw[1], embed_dim)
         self.embed_dim = embed_dim
 
     def forward(self, depth: torch.Tensor) -> torch.Tensor:
@@ -81,5 +82,4 @@ class DepthEncoder(nn.Module):
         # The convs want the weights' dtype (autocast still lowers them to bf16 on CUDA).
         x = decode_depth(depth).to(self.proj.weight.dtype)  # (B, C, H, W)
         x = self.convs(x)  # (B, C4, H4, W4)
-        x = x.mean(dim=(2, 3))  # (B, C4) global average pool
-        return self.proj(x)  # (B, embed_dim)
+        return self.proj(x.flatten(1))  # (B, C4 * H4 * W4) -> (B, embed_dim)

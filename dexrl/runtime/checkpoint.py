@@ -26,6 +26,26 @@ def save_checkpoint(path: Path, payload: dict) -> Path:
     return path
 
 
+def load_weights(model: torch.nn.Module, weights: dict) -> None:
+    """``model.load_state_dict`` with one line where the checkpoint's network is another (an
+    earlier dexrl's architecture, a config edited by hand)."""
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        detail = next((ln.strip() for ln in str(exc).splitlines()[1:] if ln.strip()), str(exc))
+        raise CheckpointError(f"the checkpoint's network does not fit the one its config builds "
+                              f"(written by another dexrl version?): {detail}") from None
+
+
+def to_host(tree):
+    """A copy of a (nested dict / list of) tensors in host memory."""
+    if isinstance(tree, dict):
+        return {k: to_host(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(to_host(v) for v in tree)
+    return tree.detach().to("cpu", copy=True) if isinstance(tree, torch.Tensor) else tree
+
+
 def latest_checkpoint(run_dir: Path) -> Path:
     """The run's newest main checkpoint (``iter_NNNNNN.pt``; a data-parallel rank's shard of
     environment state, ``iter_NNNNNN.rankR.pt``, is not one)."""

@@ -198,20 +198,22 @@ def _silent_peers(steady: _Steady) -> list[int]:
     return sorted(waiting.values())
 
 
-def _object_device() -> torch.device:
+def wire_device() -> torch.device:
+    """Where tensors must be to travel: this rank's GPU under NCCL, host memory under gloo
+    (the group's real backend, whatever device a rank computes on)."""
     return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
 
 
 def send_object(obj, dst: int, timeout_s: float = 60.0, role: str = "peer") -> None:
     """A picklable object (e.g. an environment's state) as length + bytes, under the fault
     timeout (torch's send_object_list has none)."""
-    data = torch.frombuffer(bytearray(pickle.dumps(obj)), dtype=torch.uint8).to(_object_device())
+    data = torch.frombuffer(bytearray(pickle.dumps(obj)), dtype=torch.uint8).to(wire_device())
     size = torch.tensor([data.numel()], dtype=torch.int64, device=data.device)
     wait(isend([size, data], dst), timeout_s, dst, role)
 
 
 def recv_object(src: int, timeout_s: float = 60.0, role: str = "peer"):
-    size = torch.zeros(1, dtype=torch.int64, device=_object_device())
+    size = torch.zeros(1, dtype=torch.int64, device=wire_device())
     wait(irecv([size], src), timeout_s, src, role)
     data = torch.empty(int(size[0]), dtype=torch.uint8, device=size.device)
     wait(irecv([data], src), timeout_s, src, role)
@@ -244,9 +246,9 @@ def all_reduce_mean_grads(params: list[torch.nn.Parameter]) -> None:
 
 @_collective
 def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
-    y = x.detach().clone().float()
+    y = x.detach().to(wire_device(), torch.float32, copy=True)
     dist.all_reduce(y, group=_group())
-    return y / dist.get_world_size()
+    return (y / dist.get_world_size()).to(x.device)
 
 
 @_collective
@@ -267,9 +269,9 @@ def all_gather_object(obj) -> list:
 
 @_collective
 def all_reduce_min(x: torch.Tensor) -> torch.Tensor:
-    y = x.clone()
+    y = x.to(wire_device(), copy=True)  # NCCL reduces CUDA tensors only
     dist.all_reduce(y, op=dist.ReduceOp.MIN, group=_group())
-    return y
+    return y.to(x.device)
 
 
 def free_loopback_port() -> int:

@@ -20,6 +20,7 @@ from dexrl.envs.grasp import GraspEnv, StepResult
 from dexrl.envs.rewards import REWARD_TERMS
 from dexrl.models.depth_codec import encode_depth
 from dexrl.runtime import comm
+from dexrl.runtime.checkpoint import to_host
 
 CMD_STEP, CMD_STATE, CMD_LOAD, CMD_STOP, CMD_RANGES = 0, 1, 2, 3, 4
 AUX = tuple(REWARD_TERMS) + ("success", "done", "episode_return", "episode_length", "episode_success",
@@ -52,7 +53,7 @@ class SimRank:
         self.envs = [GraspEnv(sim_env_config(cfg, sim_index, device, g)) for g in range(num_groups(cfg))]
         self.keys = wire_keys(cfg)
         self.image_dtype = cfg.ppo.image_dtype
-        self.wire = torch.device("cuda", torch.cuda.current_device()) if comm.choose_backend(cfg.backend, device) == "nccl" else torch.device("cpu")
+        self.wire = comm.wire_device()
 
     def _obs_tensors(self, obs: dict) -> list[torch.Tensor]:
         out = []
@@ -97,8 +98,8 @@ class SimRank:
                 start = time.perf_counter()
                 res = env.step(actions.to(env.device))
                 self._send(self._step_tensors(res, time.perf_counter() - start))
-            elif cmd == CMD_STATE:
-                comm.send_object([env.state_dict() for env in envs], learner, self.timeout_s, "learner")
+            elif cmd == CMD_STATE:  # in host memory: unpickled on the learner, it must not land on this GPU
+                comm.send_object([to_host(env.state_dict()) for env in envs], learner, self.timeout_s, "learner")
             elif cmd == CMD_LOAD:
                 for env, state in zip(envs, comm.recv_object(learner, self.timeout_s, "learner")):
                     env.load_state_dict(state)
@@ -117,7 +118,7 @@ class RemoteEnvs:
 
     def __init__(self, cfg: TrainConfig, sim_ranks: list[int], device: torch.device, timeout_s: float):
         self.cfg, self.sims, self.device, self.timeout_s = cfg.env, sim_ranks, device, timeout_s
-        self.wire = device if comm.choose_backend(cfg.backend, str(device)) == "nccl" else torch.device("cpu")
+        self.wire = comm.wire_device()
         # Start-up (scene compilation, first kernel builds) may take minutes on a cold cache.
         hello = [comm.recv_object(r, max(timeout_s, comm.STARTUP_TIMEOUT_S), "sim") for r in sim_ranks]
         self.per_sim, self.groups = hello[0]["num_envs"], hello[0]["groups"]
@@ -148,6 +149,7 @@ class RemoteEnvs:
         self._steps, self._sim_each = 0, torch.zeros(len(sim_ranks), dtype=torch.float64)  # (K,) env.step seconds
         self._actions: list = [None] * self.groups  # kept alive until their sends complete
         self._pending: list = []
+        self._stepped = False
 
     def _rows(self, i: int, g: int = 0) -> slice:
         start = i * self.per_sim + g * self.half
@@ -160,12 +162,13 @@ class RemoteEnvs:
         return [*self._obs_rows(rows).values(), self.reward[rows], self.terminated[rows], self.truncated[rows],
                 self.final_critic[rows], self.aux[rows]]
 
-    def _recv(self, buffers: list[list[torch.Tensor]], ranks: list[int], pending: list = ()) -> None:
+    def _recv(self, buffers: list[list[torch.Tensor]], ranks: list[int], pending: list = (),
+              timeout_s: float | None = None) -> None:
         """Post every receive, then wait for ``pending`` sends and the receives. Receives go
         first: a sim blocks on sending its results until the learner listens."""
         works = [(rank, comm.irecv(bufs, rank)) for rank, bufs in zip(ranks, buffers)]
         for rank, w in list(pending) + works:
-            comm.wait(w, self.timeout_s, rank, "sim")
+            comm.wait(w, timeout_s or self.timeout_s, rank, "sim")
 
     def _send_all(self, cmd: int, group: int = 0, actions: torch.Tensor | None = None, wait: bool = True) -> list:
         """Header (command, group) to every sim, then its rows of ``actions`` (group order)."""
@@ -218,7 +221,11 @@ class RemoteEnvs:
             for i, rank in enumerate(self.sims):
                 bufs.append(self._step_buffers(self._rows(i, g)) + [self.sim_seconds[i, g]])
                 ranks.append(rank)
-        self._recv(bufs, ranks, self._pending)
+        # The sims' first step builds MuJoCo Warp's step kernels (a CUDA graph capture on a GPU):
+        # minutes on a cold cache, so it has the start-up allowance too.
+        first = None if self._stepped else max(self.timeout_s, comm.STARTUP_TIMEOUT_S)
+        self._recv(bufs, ranks, self._pending, first)
+        self._stepped = True
         self._wait_s += time.perf_counter() - self._start
         per_sim = self.sim_seconds.sum(1).flatten().cpu()  # (K,) this step's env.step seconds
         self._sim_s += float(per_sim.max())

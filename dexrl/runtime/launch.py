@@ -35,6 +35,8 @@ def start(argv: list[str], cfg: TrainConfig, run_dir: Path, rdzv_endpoint: str |
     from dexrl.cli import main  # the ranks run the same command line
 
     endpoint = rdzv_endpoint or f"127.0.0.1:{comm.free_loopback_port()}"
+    report = Path(run_dir) / "ranks" / "failure.json"
+    report.unlink(missing_ok=True)  # an earlier launch's diagnosis (this run resumed) is not this one's
     # A killed rank leaves semaphores behind; Python's resource tracker would otherwise print
     # a warning after our one-line report.
     os.environ.setdefault("PYTHONWARNINGS", "ignore:resource_tracker:UserWarning")
@@ -50,7 +52,6 @@ def start(argv: list[str], cfg: TrainConfig, run_dir: Path, rdzv_endpoint: str |
     sig = failure["signal"]
     cause = f"stopped: signal {sig}" if sig and sig != "<N/A>" else f"stopped: exit code {failure['exitcode']}"
     cause += f" (pid {failure['pid']})"
-    report = Path(run_dir) / "ranks" / "failure.json"
     if report.exists():  # a rank diagnosed a peer (e.g. a silent sim): that is the root cause
         found = json.loads(report.read_text())
         role, rank, cause = found["role"], found["rank"], f"failed: {found['cause']}"
@@ -123,8 +124,13 @@ def _kill_if_here(run_dir: Path, rank: int) -> None:
     """End a failed peer that runs on this machine. A hung or stopped rank cannot act on the
     launcher's SIGTERM, which it would otherwise wait out for 30 s before its SIGKILL."""
     try:
-        pid = json.loads((Path(run_dir) / "ranks" / f"{rank}.json").read_text())["pid"]
+        peer = json.loads((Path(run_dir) / "ranks" / f"{rank}.json").read_text())
+        # A peer on another node (the run directory on a shared file system) may have the
+        # pid of a sibling here: containers number their processes alike.
+        if peer["hostname"] != socket.gethostname():
+            return
         # Only a sibling (started by the same launcher): never a process that reused the pid.
+        pid = peer["pid"]
         parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
         if parent == os.getppid():
             os.kill(pid, signal.SIGKILL)
@@ -174,16 +180,14 @@ def run_rank(cfg: TrainConfig, run_dir: Path, resume: str | None) -> int:
 
 
 def _learn(cfg: TrainConfig, info: comm.DistInfo, role: str, device: str, run_dir: Path, resume: str | None) -> None:
-    from dataclasses import replace
-
     if role == "learner":
         from dexrl.runtime.disaggregated import RemoteEnvs
         from dexrl.runtime.single import Trainer
 
         learner_device = torch.device(cfg.learner_device or device)
         envs = RemoteEnvs(cfg, list(range(cfg.sim_ranks)), learner_device, cfg.fault_timeout_s)
-        trainer = Trainer.build(replace(cfg, env=replace(cfg.env, device=str(learner_device))), env=envs,
-                                device=learner_device)
+        # The run's config keeps the sims' device: a resumed run must not move them.
+        trainer = Trainer.build(cfg, env=envs, device=learner_device)
     else:
         from dexrl.runtime.data_parallel import build_rank
 

@@ -17,7 +17,7 @@ from dexrl.config.train import TrainConfig, to_dict
 from dexrl.envs.grasp import GraspEnv
 from dexrl.models import ActorCritic, ObsSpec
 from dexrl.rl import PPO, DistributedHooks, RolloutStorage, build_actor_critic
-from dexrl.runtime.checkpoint import save_checkpoint
+from dexrl.runtime.checkpoint import load_weights, save_checkpoint, to_host
 from dexrl.runtime.collector import Collector, PhaseTimer, PipelinedCollector
 from dexrl.runtime.comm import RankFailure
 from dexrl.runtime.logger import RunLogger
@@ -73,6 +73,7 @@ class Trainer:
         self._apply_adr()
         self._ahead: dict | None = None  # overlap_update: statistics of the rollout collected ahead
         self._full_checkpoint: int | None = None  # iteration of the last checkpoint with env state
+        self._before_update: dict | None = None  # see _snapshot
         self._thread: ThreadPoolExecutor | None = None  # overlap_update: the collector thread, while training
         # The sims' results arrive on the collector's own CUDA stream, so inference and
         # transfer overlap the update's kernels (a local env's Warp kernels keep their stream).
@@ -128,7 +129,7 @@ class Trainer:
         return state
 
     def load_state_dict(self, payload: dict) -> None:
-        self.model.load_state_dict(payload["model"])
+        load_weights(self.model, payload["model"])
         self.ppo.load_state_dict(payload["ppo"])
         if payload.get("env") is not None:  # a checkpoint written after a rank failure has none
             self.env.load_state_dict(payload["env"])
@@ -138,7 +139,7 @@ class Trainer:
             torch.cuda.set_rng_state_all(payload["cuda_rng"])
         self.iteration, self.env_steps = payload["iteration"], payload["env_steps"]
         self._full_checkpoint = self.iteration if payload.get("env") is not None else None
-        if "adr" in payload:
+        if "adr" in payload and self.cfg.adr == "on":  # 'max' (e.g. resumed so) stays terminal
             self.adr_state = adr.ADRState(**payload["adr"])
             self._apply_adr()
 
@@ -147,8 +148,25 @@ class Trainer:
         name = f"iter_{self.iteration:06d}" + ("" if self.is_logger else f".rank{self.rank}")
         return Path(run_dir) / "checkpoints" / f"{name}.pt"
 
+    def _snapshot(self) -> dict | None:
+        """Multi-process logger rank: the weights and optimizer of the last finished iteration,
+        in host memory, kept while the update runs. A peer's failure (a collective that fails,
+        the launcher's stop signal) can stop the update half way; the failure checkpoint must
+        not hold half an update under the last iteration's name."""
+        if self.cfg.runtime == "single" or not self.is_logger:
+            return None
+        return {"iteration": self.iteration, "env_steps": self.env_steps,
+                **to_host({"model": self.model.state_dict(), "ppo": self.ppo.state_dict()})}
+
+    def _whole_state(self) -> dict:
+        """state_dict(with_env=False) as of the last finished iteration."""
+        state, before = self.state_dict(with_env=False), self._before_update
+        if before is not None and before["iteration"] == self.iteration:  # stopped inside the update
+            state.update(before)
+        return state
+
     def save(self, run_dir: Path, with_env: bool = True) -> Path:
-        payload = self.state_dict(with_env)
+        payload = self.state_dict(with_env) if with_env else self._whole_state()
         if self.is_logger:
             payload["config"] = to_dict(self.cfg)
         path = save_checkpoint(self.checkpoint_path(run_dir), payload)
@@ -238,9 +256,10 @@ class Trainer:
         upcoming = self._start_next_rollout()
         if self.spare is not None:  # the rollout came from the policy before the last update
             self.ppo.rebase_kl(self.storage)
+        self._before_update = self._snapshot()
         losses = self.ppo.update(self.storage)
-        self.iteration += 1
         self.env_steps += cfg.ppo.num_steps * n
+        self.iteration += 1  # last: from here on the snapshot is stale (see _whole_state)
         if upcoming is not None:
             ahead, ahead_seconds = upcoming.result()  # a failed peer raises RankFailure here
             if self._stream is not None:

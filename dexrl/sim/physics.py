@@ -117,12 +117,13 @@ class BatchedPhysics:
 
     def reset_where(self, mask: torch.Tensor) -> None:
         """Clear the dynamic state of the worlds where ``mask`` (N,) is True: positions to the
-        model's qpos0, velocities, solver warm start and applied forces to zero. Pure torch
+        model's qpos0, velocities, solver warm start, applied forces and sensor readings (the
+        fingertips' touch, which only a physics step recomputes) to zero. Pure torch
         writes over all worlds (no host synchronization, a handful of kernels); the caller
         then writes the new episode's state."""
         m = mask[:, None]
         zero = torch.zeros((), device=self.device)
         self.qpos.copy_(torch.where(m, self.qpos0, self.qpos))
-        for x in (self.qvel, self.qacc_warmstart, self.ctrl):
+        for x in (self.qvel, self.qacc_warmstart, self.ctrl, self.sensordata):
             x.copy_(torch.where(m, zero, x))
         self.xfrc_applied.copy_(torch.where(m[:, :, None], zero, self.xfrc_applied))

@@ -12,14 +12,14 @@ from dexrl.config.env import RandomizationConfig, RewardConfig
 from dexrl.runtime import comm
 
 
-def test_update_needs_success_above_threshold_and_3000_resets():
+def test_update_needs_success_of_at_least_the_threshold_and_3000_resets():
     s = adr.ADRState()
-    # success 0.40 is not *above* 0.4: no increment, the 5000 resets accumulate.
-    assert not adr.propose(s, 0.40, 5000)
+    # success 0.39 is below 0.4: no increment, the 5000 resets accumulate.
+    assert not adr.propose(s, 0.39, 5000)
     s = adr.update(s, 5000, agreed=False)
     assert (s.level, s.resets_since_change) == (0, 5000)
-    # 0.41 with 5000 + 0 >= 3000 resets: increment, the counter restarts.
-    assert adr.propose(s, 0.41, 0)
+    # 0.40 ("at least 0.4", the paper) with 5000 + 0 >= 3000 resets: increment, the counter restarts.
+    assert adr.propose(s, 0.40, 0)
     s = adr.update(s, 0, agreed=True)
     assert (s.level, s.resets_since_change) == (1, 0)
     # 2000 resets: too few since the change; 2000 + 1000 = 3000 is enough.

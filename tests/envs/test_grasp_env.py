@@ -132,6 +132,19 @@ def test_reset_subset_leaves_other_worlds_bit_identical(fresh):
     assert env.episode_step[1] == 0
 
 
+def test_a_reset_world_starts_with_no_fingertip_force(fresh):
+    """Touch sensors are recomputed by a physics step only: a reset must not hand the new
+    episode's first critic observation the last episode's grip."""
+    from dexrl.envs.observations import FORCE_SCALE
+
+    env = fresh
+    env.physics.sensordata[:, :4] = 5.0  # every hand holding its object, 5 N per fingertip
+    obs = env.reset(env_ids=[1])
+    force = obs["critic"][:, 107:111]  # after joints 46, palm 10, tips 24, object 13, shape 11, goal 3
+    assert torch.equal(force[1], torch.zeros(4))
+    torch.testing.assert_close(force[[0, 2, 3]], torch.full((3, 4), 5.0 * FORCE_SCALE))
+
+
 def test_per_world_randomization_changes_only_targeted_worlds(fresh):
     env = fresh  # reset with the default (no) randomization: every field at its default
     p, s, f, d = env.physics, env.scene, env.physics.fields, env.physics.defaults

@@ -35,9 +35,9 @@ def test_parameter_count_80x60():
     # (H, W) = (60, 80): maps 28x38, 13x18, 5x8, 1x3
     convs = (1 * 16 * 36 + 16) + (16 * 32 * 16 + 32) + (32 * 64 * 16 + 64) + (64 * 128 * 16 + 128)  # 172,848
     norms = 2 * (16 * 28 * 38 + 32 * 13 * 18 + 64 * 5 * 8 + 128 * 1 * 3)  # weight + bias: 54,912
-    proj = 128 * 32 + 32  # 4,128
+    proj = 128 * 1 * 3 * 32 + 32  # the whole last map, flattened, to 32: 12,320
     enc = DepthEncoder((1, 60, 80))
-    assert sum(p.numel() for p in enc.parameters()) == convs + norms + proj == 231_888
+    assert sum(p.numel() for p in enc.parameters()) == convs + norms + proj == 240_080
 
 
 def test_layernorm_over_channels_and_space():

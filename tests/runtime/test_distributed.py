@@ -1,5 +1,6 @@
 """Multi-process runtimes on CPU with gloo: exact transfers, determinism, DP agreement, faults."""
 
+import contextlib
 import json
 import os
 import signal
@@ -115,6 +116,38 @@ def test_data_parallel_ranks_share_the_cores_and_the_learner_keeps_its_threads(m
     assert launch.learner_threads(TrainConfig(runtime="dp", ranks=4)) == 1
 
 
+@pytest.mark.parametrize("host, killed", [("this", True), ("other-node", False)])
+def test_a_silent_peer_is_killed_only_when_it_runs_on_this_host(tmp_path, monkeypatch, host, killed):
+    import socket
+
+    peer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        # The peer's launcher is this process, as the launcher is the parent of every rank.
+        monkeypatch.setattr(os, "getppid", os.getpid)
+        (tmp_path / "ranks").mkdir()
+        hostname = socket.gethostname() if host == "this" else "other-node"
+        (tmp_path / "ranks" / "1.json").write_text(json.dumps({"pid": peer.pid, "hostname": hostname}))
+        launch._kill_if_here(tmp_path, 1)
+        with pytest.raises(subprocess.TimeoutExpired) if not killed else contextlib.nullcontext():
+            peer.wait(timeout=2)
+        assert (peer.returncode == -signal.SIGKILL) == killed
+    finally:
+        peer.kill()
+        peer.wait()
+
+
+def test_a_failure_diagnosed_in_an_earlier_launch_is_not_reported_again(tmp_path, monkeypatch, capsys):
+    """A resumed run directory still holds the last launch's ranks/failure.json."""
+    (tmp_path / "ranks").mkdir()
+    (tmp_path / "ranks" / "failure.json").write_text(json.dumps(
+        {"rank": 1, "role": "sim", "cause": "no reply within 5 s", "reported_by": 2}))
+    learner_crashed = {"rank": 2, "exitcode": 1, "signal": "<N/A>", "pid": 42}
+    monkeypatch.setattr(comm, "launch_local", lambda *args: learner_crashed)
+    assert launch.start([], TrainConfig(runtime="disagg", sim_ranks=2), tmp_path, None) == launch.EXIT_PEER_FAILED
+    err = capsys.readouterr().err
+    assert "learner rank 2 stopped: exit code 1 (pid 42)" in err and "sim rank 1" not in err, err
+
+
 DISAGG = ("--runtime", "disagg", "--sim-ranks", "2")
 DP = ("--runtime", "dp", "--ranks", "2")
 
@@ -227,7 +260,11 @@ def test_a_single_process_run_resumes_on_data_parallel_ranks(tmp_path, capfd):
 def test_pipelined_disaggregated_run_collects_every_world(tmp_path):
     run = tmp_path / "pipe"
     assert main(["train", "--preset", "quickstart", "--max-iterations", "2", *TINY, "--runtime", "disagg",
-                 "--sim-ranks", "2", "--set", "pipeline=true", "--run-dir", str(run)]) == 0
+                 "--sim-ranks", "2", "--set", "pipeline=true", "--set", "learner_device=cpu:0",
+                 "--run-dir", str(run)]) == 0
+    # The learner's own device is not the run's: a resumed run must keep its sims where they were.
+    saved = load_checkpoint(run)[0]["config"]
+    assert (saved["env"]["device"], saved["learner_device"]) == ("cpu", "cpu:0")
     rows = [__import__("json").loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
     single = tmp_path / "single"
     assert main(["train", "--preset", "quickstart", "--max-iterations", "1", *TINY, "--run-dir", str(single)]) == 0
@@ -262,9 +299,11 @@ def test_ctrl_c_leaves_no_process_behind(tmp_path):
 
 
 def _torchrun_node(run: Path, rdzv: list[str], node_rank: int, nprocs: int, *args: str,
-                   runtime: tuple = DISAGG) -> subprocess.Popen:
-    """One node of a two-node `torchrun` job; both nodes on this machine's loopback."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(node_rank),
+                   runtime: tuple = DISAGG, host: tuple[str, str] | None = None) -> subprocess.Popen:
+    """One node of a two-node `torchrun` job: on this machine's loopback, or in the network
+    namespace ``host`` = (namespace, its interface) with gloo on that interface."""
+    netns = ["ip", "netns", "exec", host[0], "env", f"GLOO_SOCKET_IFNAME={host[1]}"] if host else []
+    cmd = [*netns, sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(node_rank),
            "--nproc-per-node", str(nprocs), *rdzv, "-m", "dexrl", "train", "--preset", "quickstart", *TINY,
            *runtime, "--run-dir", str(run), *args]
     # The learner's CPU reductions depend on its thread count: give it this process's.
@@ -272,10 +311,7 @@ def _torchrun_node(run: Path, rdzv: list[str], node_rank: int, nprocs: int, *arg
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
-def test_plain_torchrun_on_two_nodes_equals_single_bitwise(tmp_path):
-    """The README's multi-node command (c10d rendezvous), two nodes of 2 + 1 processes."""
-    rdzv = ["--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{comm.free_loopback_port()}", "--rdzv-id", "t"]
-    nodes = [_torchrun_node(tmp_path / "torchrun", rdzv, r, n, "--max-iterations", "2") for r, n in ((0, 2), (1, 1))]
+def _both_succeed(nodes: list[subprocess.Popen]) -> None:
     try:
         errs = [node.communicate(timeout=300)[1] for node in nodes]
     finally:
@@ -283,12 +319,62 @@ def test_plain_torchrun_on_two_nodes_equals_single_bitwise(tmp_path):
             if node.poll() is None:
                 node.kill()
     assert [node.returncode for node in nodes] == [0, 0], "\n".join(e[-2000:] for e in errs)
+
+
+def test_plain_torchrun_on_two_nodes_equals_single_bitwise(tmp_path):
+    """The README's multi-node command (c10d rendezvous), two nodes of 2 + 1 processes."""
+    rdzv = ["--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{comm.free_loopback_port()}", "--rdzv-id", "t"]
+    _both_succeed([_torchrun_node(tmp_path / "torchrun", rdzv, r, n, "--max-iterations", "2")
+                   for r, n in ((0, 2), (1, 1))])
     assert main(["train", "--preset", "quickstart", "--max-iterations", "2", *TINY,
                  "--run-dir", str(tmp_path / "single")]) == 0
     a = _model(tmp_path / "single" / "checkpoints" / "iter_000002.pt")
     b = _model(tmp_path / "torchrun" / "checkpoints" / "iter_000002.pt")
     assert all(torch.equal(a[key], b[key]) for key in a)
     roles = {p.stem: json.loads(p.read_text())["role"] for p in (tmp_path / "torchrun" / "ranks").glob("*.json")}
+    assert roles == {"0": "sim", "1": "sim", "2": "learner"}
+
+
+@pytest.fixture
+def two_hosts():
+    """Two network namespaces joined by a veth pair, 10.77.<k>.1 and .2: two hosts' addresses,
+    no loopback between them. Needs root and iproute2 (skipped elsewhere)."""
+    k = os.getpid() % 200 + 20
+    names = [f"dexrl{k}a", f"dexrl{k}b"]
+
+    def ip(*args: str, check: bool = True) -> bool:
+        return subprocess.run(["ip", *args], capture_output=True, check=check).returncode == 0
+
+    try:
+        if not ip("netns", "add", names[0], check=False):
+            pytest.skip("network namespaces need root and iproute2")
+        ip("netns", "add", names[1])
+        ip("link", "add", f"v{k}a", "type", "veth", "peer", "name", f"v{k}b")
+        hosts = []
+        for ns, end, addr in zip(names, "ab", (f"10.77.{k}.1", f"10.77.{k}.2")):
+            ip("link", "set", f"v{k}{end}", "netns", ns)
+            ip("-n", ns, "addr", "add", f"{addr}/24", "dev", f"v{k}{end}")
+            ip("-n", ns, "link", "set", f"v{k}{end}", "up")
+            ip("-n", ns, "link", "set", "lo", "up")
+            hosts.append((ns, addr, f"v{k}{end}"))
+        yield hosts
+    except (FileNotFoundError, subprocess.CalledProcessError) as exc:
+        pytest.skip(f"network namespaces unavailable: {exc}")
+    finally:
+        for ns in names:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def test_torchrun_across_two_hosts_addresses(tmp_path, two_hosts):
+    """The README's multi-node recipe with real addresses (not loopback): the c10d rendezvous
+    hosted on node 0's address, each node advertising its own, gloo on each node's interface."""
+    run, (_, addr0, _) = tmp_path / "two_hosts", two_hosts[0]
+    rdzv = ["--rdzv-backend", "c10d", "--rdzv-endpoint", f"{addr0}:29500", "--rdzv-id", "hosts"]
+    _both_succeed([_torchrun_node(run, [*rdzv, "--rdzv-conf", f"is_host={int(r == 0)}", "--local-addr", addr], r, n,
+                                  "--max-iterations", "2", host=(ns, nic))
+                   for r, ((ns, addr, nic), n) in enumerate(zip(two_hosts, (2, 1)))])
+    assert load_checkpoint(run)[1].name == "iter_000002.pt"
+    roles = {p.stem: json.loads(p.read_text())["role"] for p in (run / "ranks").glob("*.json")}
     assert roles == {"0": "sim", "1": "sim", "2": "learner"}
 
 

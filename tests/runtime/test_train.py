@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from dexrl import adr
 from dexrl.cli import main
 from dexrl.config.train import apply_overrides, dumps, loads, preset, to_dict
 from dexrl.runtime.checkpoint import CheckpointError, load_checkpoint, resumable
@@ -57,6 +58,12 @@ def test_config_round_trip_and_overrides():
     assert apply_overrides(cfg, ["ppo.lr_max=1"]).ppo.lr_max == 1.0  # an integer for a number
     assert apply_overrides(cfg, ["backend=gloo"]).backend == "gloo"
     assert apply_overrides(cfg, ["env.device=0"]).env.device == "0"  # a string option keeps the text
+    # Accepted, they would silently do nothing (a learner device outside disagg) or nonsense.
+    with pytest.raises(ValueError, match="at least one control step"):
+        apply_overrides(cfg, ["env.episode_s=0"])
+    with pytest.raises(ValueError, match="learner_device places the disaggregated learner"):
+        apply_overrides(cfg, ["learner_device=cpu"])
+    assert apply_overrides(cfg, ["runtime=disagg", "learner_device=cpu"]).learner_device == "cpu"
 
 
 def test_bad_checkpoint_is_a_clear_error(tmp_path, capsys):
@@ -66,6 +73,15 @@ def test_bad_checkpoint_is_a_clear_error(tmp_path, capsys):
         load_checkpoint(bad)
     assert main(["eval", "--checkpoint", str(bad)]) == 2
     assert "cannot be read" in capsys.readouterr().err
+
+
+def test_a_checkpoint_of_another_network_is_a_clear_error(tiny):
+    trainer = Trainer.build(tiny(1))
+    payload = trainer.state_dict()
+    key = next(k for k in payload["model"] if k.endswith("proj.weight"))
+    payload["model"][key] = torch.zeros(32, 5)  # e.g. an earlier dexrl's encoder
+    with pytest.raises(CheckpointError, match=f"does not fit .*: size mismatch for {key}"):
+        trainer.load_state_dict(payload)
 
 
 def test_quickstart_run_writes_run_dir_and_reward_rises(tmp_path, capsys):
@@ -194,6 +210,41 @@ def test_a_failed_peer_leaves_the_best_checkpoint_of_the_last_iteration(tmp_path
     payload, path = load_checkpoint(tmp_path)
     assert path.name == "iter_000002.pt" and torch.equal(payload["model"]["log_std"], trainer.model.log_std)
     assert (payload.get("env") is not None) == env_kept
+
+
+def test_a_peer_failing_inside_the_update_leaves_the_weights_from_before_it(tmp_path, tiny, monkeypatch):
+    """A data-parallel collective fails (or the launcher's stop signal lands) half way through
+    an update: the failure checkpoint holds the last finished iteration, not half an update."""
+    trainer = Trainer.build(dataclasses.replace(tiny(10), checkpoint_every=5, runtime="dp"))
+    update, before = trainer.ppo.update, []
+
+    def update_until_the_peer_dies(storage):
+        before.append((params(trainer), copy.deepcopy(trainer.ppo.state_dict())))
+        out = update(storage)  # the weights and the optimizer move ...
+        if len(before) == 3:
+            raise RankFailure(None, "data-parallel", "connection lost")  # ... then the last all-reduce fails
+        return out
+
+    monkeypatch.setattr(trainer.ppo, "update", update_until_the_peer_dies)
+    with pytest.raises(RankFailure):
+        trainer.train(tmp_path, progress=False)
+    payload, path = load_checkpoint(tmp_path)
+    weights, ppo = before[2]
+    assert path.name == "iter_000002.pt" and payload["env"] is None
+    assert all(torch.equal(payload["model"][k], weights[k]) for k in weights)
+    assert not torch.equal(payload["model"]["log_std"], trainer.model.log_std)  # the third update moved it
+    assert payload["ppo"]["optimizer"]["state"][0]["step"] == ppo["optimizer"]["state"][0]["step"]
+
+
+def test_adr_max_stays_terminal_when_a_run_resumes_with_it(tiny):
+    trainer = Trainer.build(tiny(1))
+    payload = {**trainer.state_dict(), "adr": {"level": 12, "resets_since_change": 0}}
+    trainer.load_state_dict(payload)
+    assert trainer.adr_state.level == 12
+    trainer.cfg = dataclasses.replace(trainer.cfg, adr="max")  # dexrl train --resume RUN --adr max
+    trainer.adr_state = adr.initial_state("max")
+    trainer.load_state_dict(payload)
+    assert trainer.adr_state.level == adr.NUM_STEPS
 
 
 def test_resuming_under_another_world_split_keeps_the_weights_and_drops_the_episodes(tiny):
