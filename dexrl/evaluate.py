@@ -9,7 +9,7 @@ from tqdm import tqdm
 
 from dexrl.config.env import EnvConfig
 from dexrl.envs.grasp import GraspEnv
-from dexrl.play import frame, make_policy, write_video
+from dexrl.play import frame, make_policy, video_path, write_video
 
 
 class CheckpointPolicy:
@@ -43,35 +43,62 @@ class CheckpointPolicy:
         return out.action
 
 
+class EpisodeTally:
+    """Every world's first ``rounds`` episodes: (round, world, success, return, length)."""
+
+    def __init__(self, n: int, rounds: int):
+        self.rounds, self.ended = rounds, [0] * n  # episodes each world has ended
+        self.rows: list[tuple[int, int, bool, float, int]] = []
+
+    @property
+    def complete(self) -> bool:
+        return len(self.rows) == self.rounds * len(self.ended)
+
+    def record(self, done: torch.Tensor, reached: torch.Tensor, returns: torch.Tensor, lengths: torch.Tensor) -> int:
+        """One step's ended episodes ((N,) each); returns how many were kept."""
+        kept = 0
+        for w in torch.nonzero(done).squeeze(-1).tolist():
+            if self.ended[w] < self.rounds:
+                self.rows.append((self.ended[w], w, bool(reached[w]), float(returns[w]), int(lengths[w])))
+                kept += 1
+            self.ended[w] += 1
+        return kept
+
+    def first(self, episodes: int) -> list[tuple[int, int, bool, float, int]]:
+        """Round by round, worlds in order within a round."""
+        return sorted(self.rows)[:episodes]
+
+
 def evaluate(cfg: EnvConfig, policy: str | None, episodes: int, checkpoint: dict | None = None,
              video: str | None = None) -> dict:
-    """Run until ``episodes`` episodes have ended. An episode succeeds if the object entered
-    the success region (within 0.10 m of the goal) at any time."""
-    env = GraspEnv(cfg, third_person=video is not None)
+    """Every world's first ceil(episodes / worlds) episodes, the first ``episodes`` of them
+    taken round by round (first episodes of worlds 0..N-1, then second ones, ...): taking
+    whichever end first would favour short episodes, i.e. objects lost early. An episode
+    succeeds if the object entered the success region (within 0.10 m of the goal) at any time.
+    ``video``: world 0's first episode."""
+    out = video_path(video) if video is not None else None
+    env = GraspEnv(cfg, third_person=out is not None)
     pol = CheckpointPolicy(env, checkpoint) if checkpoint is not None else make_policy(policy, env)
     obs = env.reset()
+    tally = EpisodeTally(env.n, rounds=-(-episodes // env.n))
     reached = torch.zeros(env.n, dtype=torch.bool, device=env.device)
-    successes, returns, lengths, frames = [], [], [], []
-    bar = tqdm(total=episodes, desc="eval", unit="episode")
-    while len(returns) < episodes:
+    frames = [frame(env)] if out is not None else []
+    bar = tqdm(total=tally.rounds * env.n, desc="eval", unit="episode")
+    while not tally.complete:
         r = env.step(pol.act(obs))
         obs = r.obs
-        if video is not None and len(returns) == 0:
-            frames.append(frame(env))
         reached |= r.info["success"]
         done = r.info["done"]
+        if out is not None and tally.ended[0] == 0 and not done[0]:  # (a done world shows its next episode)
+            frames.append(frame(env))
         pol.reset(done)
         if done.any():
-            idx = torch.nonzero(done).squeeze(-1)
-            successes += reached[idx].tolist()
-            returns += r.info["episode_return"][idx].tolist()
-            lengths += r.info["episode_length"][idx].tolist()
-            reached[idx] = False
-            bar.update(min(len(idx), episodes - bar.n))
+            bar.update(tally.record(done, reached, r.info["episode_return"], r.info["episode_length"]))
+            reached[done] = False
     bar.close()
-    if video is not None:
-        write_video(Path(video), frames[::2], 1.0 / (2 * cfg.ctrl_dt))
-    successes, returns, lengths = successes[:episodes], returns[:episodes], lengths[:episodes]
+    if out is not None:
+        write_video(out, frames[::2], 1.0 / (2 * cfg.ctrl_dt))
+    successes, returns, lengths = ([row[i] for row in tally.first(episodes)] for i in (2, 3, 4))
     return {
         "policy": policy or "checkpoint", "objects": cfg.objects.mesh_dir or cfg.objects.split, "episodes": episodes,
         "num_envs": cfg.num_envs,

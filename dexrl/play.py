@@ -51,9 +51,7 @@ def make_policy(name: str, env: GraspEnv):
 
 def play(cfg: EnvConfig, policy: str, video: str, seconds: float | None = None, every: int = 2) -> Path:
     """Run ``policy`` for one episode (or ``seconds``) and write ``video`` (.mp4 or .gif)."""
-    out = Path(video)
-    if out.suffix.lower() not in (".mp4", ".gif"):
-        raise ValueError(f"--video must end in .mp4 or .gif, got {video!r}")
+    out = video_path(video)
     env = GraspEnv(cfg, third_person=True)
     pol = make_policy(policy, env)
     env.reset()
@@ -66,12 +64,19 @@ def play(cfg: EnvConfig, policy: str, video: str, seconds: float | None = None, 
     return write_video(out, frames, 1.0 / (cfg.ctrl_dt * every))
 
 
-def write_video(out: Path, frames: list, fps: float) -> Path:
+def video_path(video: str) -> Path:
+    """Checked before any work: a bad name must not cost a whole run."""
+    out = Path(video)
     if out.suffix.lower() not in (".mp4", ".gif"):
-        raise ValueError(f"video path must end in .mp4 or .gif, got {str(out)!r}")
+        raise ValueError(f"--video must end in .mp4 or .gif, got {video!r}")
+    return out
+
+
+def write_video(out: Path, frames: list, fps: float) -> Path:
+    out = video_path(str(out))
     out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix.lower() == ".gif":
-        imageio.mimsave(out, frames, duration=1.0 / fps, loop=0)
+    if out.suffix.lower() == ".gif":  # imageio's GIF writer takes milliseconds per frame
+        imageio.mimsave(out, frames, duration=1000.0 / fps, loop=0)
     else:
         imageio.mimsave(out, frames, fps=fps, macro_block_size=8)
     return out

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dexrl.config.train import RUNTIMES
+from dexrl.runtime.logger import read_metrics
 
 PROGRESS_KEYS = ("adr_progress",)
 FULL_KEYS = ("adr_full",)
@@ -85,19 +86,11 @@ def load_run(run_dir) -> Run:
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{cfg_path} is not a dexrl run config ({type(e).__name__}: {e}); "
                          f"expected {{\"config\": {{\"runtime\", \"seed\", \"env\": {{\"camera\": ...}}}}}}") from None
-    rows = []
-    for lineno, line in enumerate(metrics_path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{metrics_path} line {lineno} is not valid JSON ({e.msg}); "
-                             "remove or repair that line (a run killed mid-write leaves a partial last line)") from None
+    rows = read_metrics(metrics_path)
+    for number, row in enumerate(rows, start=1):
         if not isinstance(row, dict) or "iteration" not in row or "env_steps" not in row:
-            raise ValueError(f"{metrics_path} line {lineno} is not a metrics row "
+            raise ValueError(f"{metrics_path} row {number} is not a metrics row "
                              f"(a JSON object with 'iteration' and 'env_steps')")
-        rows.append(row)
     if not rows:
         raise ValueError(f"{metrics_path} is empty: the run logged no iteration yet")
     rows.sort(key=lambda r: r["iteration"])

@@ -5,6 +5,7 @@ import json
 import imageio.v2 as imageio
 import mujoco
 import pytest
+from PIL import Image
 
 from dexrl.cli import main
 
@@ -29,6 +30,18 @@ def test_play_writes_gif(tmp_path):
     assert main(["play", "--num-envs", "2", "--resolution", "16x12", "--seconds", "0.1", "--video", str(out)]) == 0
     frames = imageio.mimread(out)
     assert len(frames) >= 2 and frames[0].shape[0] == 240  # third person | depth | left | right
+    # Played at the control rate over every other step: 1 / (2 x 1/60 s) = 30 frames/s, which a
+    # GIF stores in centiseconds (30 ms).
+    with Image.open(out) as gif:
+        assert gif.info["duration"] == 30
+
+
+def test_a_bad_video_name_fails_before_any_episode(capsys, monkeypatch):
+    import dexrl.evaluate
+
+    monkeypatch.setattr(dexrl.evaluate, "GraspEnv", None)  # building the env would be work done in vain
+    assert main(["eval", "--num-envs", "2", "--episodes", "2", "--video", "out.avi"]) == 2
+    assert "--video must end in .mp4 or .gif, got 'out.avi'" in capsys.readouterr().err
 
 
 def test_bad_resolution_is_one_line(capsys):

@@ -3,9 +3,12 @@ metrics.jsonl: env-steps/s, seconds per phase per iteration, bytes transferred p
 
 from __future__ import annotations
 
-import json
+import contextlib
+import io
 import tempfile
 from pathlib import Path
+
+from dexrl.runtime.logger import read_metrics
 
 PHASES = ("physics", "render", "env", "sim", "transfer", "inference", "storage", "update")
 
@@ -24,12 +27,16 @@ def throughput_args(runtime: str, num_envs: int, resolution: str, iterations: in
 
 
 def summarize(run_dir: Path, runtime: str, procs: int, skip: int = 1) -> dict:
-    """Means over the iterations after the first ``skip`` (kernel compilation, warm-up)."""
-    rows = [json.loads(ln) for ln in (Path(run_dir) / "metrics.jsonl").read_text().splitlines() if ln.strip()]
-    rows = rows[skip:] or rows
+    """Over the iterations after the first ``skip`` (kernel compilation, warm-up): seconds as
+    means, rates as steps over seconds (every iteration runs the same steps, so a rate is the
+    harmonic mean of the iterations' rates; their plain mean would favour fast iterations)."""
+    rows = read_metrics(Path(run_dir) / "metrics.jsonl")[skip:]
+    if not rows:
+        raise ValueError(f"no iteration to measure: the first {skip} is warm-up; run at least {skip + 1}")
     mean = lambda key: sum(r.get(key, 0.0) for r in rows) / len(rows)  # noqa: E731
+    rate = lambda key: len(rows) / sum(1.0 / r[key] for r in rows)  # noqa: E731
     out = {"runtime": runtime, "processes": procs, "iterations_measured": len(rows),
-           "env_steps_per_s": mean("env_steps_per_s"), "iteration_s": mean("time/iteration_s")}
+           "env_steps_per_s": rate("env_steps_per_s"), "iteration_s": mean("time/iteration_s")}
     for phase in PHASES:
         key = f"time/{phase}_s"
         if any(key in r for r in rows):
@@ -38,7 +45,7 @@ def summarize(run_dir: Path, runtime: str, procs: int, skip: int = 1) -> dict:
         out["bytes_per_step"] = mean("transfer/bytes_per_step")
     if all("sims/sim_only_env_steps_per_s" in r for r in rows):
         # Issue 4's target: >= 0.8 of the sims' own rate, i.e. the sims seldom wait.
-        out["sim_only_env_steps_per_s"] = mean("sims/sim_only_env_steps_per_s")
+        out["sim_only_env_steps_per_s"] = rate("sims/sim_only_env_steps_per_s")
         out["fraction_of_sim_only"] = out["env_steps_per_s"] / out["sim_only_env_steps_per_s"]
     return out
 
@@ -47,8 +54,10 @@ def bench_throughput(runtime: str, num_envs: int, resolution: str, iterations: i
                      device: str, pipeline: bool = False, overlap_update: bool = False) -> dict:
     from dexrl.cli import main
 
-    with tempfile.TemporaryDirectory(prefix="dexrl-bench-") as tmp:
-        run_dir = Path(tmp) / "run"
+    if iterations < 2:
+        raise ValueError("--iterations must be >= 2: the first (kernel builds, warm-up) is not measured")
+    with tempfile.TemporaryDirectory(prefix="dexrl-bench-") as tmp, contextlib.redirect_stdout(io.StringIO()):
+        run_dir = Path(tmp) / "run"  # (the run's own report names this directory, gone afterwards)
         code = main(throughput_args(runtime, num_envs, resolution, iterations, preset, procs, device, run_dir, pipeline,
                                     overlap_update))
         if code != 0:

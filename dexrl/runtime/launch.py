@@ -21,6 +21,7 @@ import torch
 from dexrl.config.train import TrainConfig
 from dexrl.runtime import comm
 from dexrl.runtime.checkpoint import latest_checkpoint, load_checkpoint, resumable, without_episodes
+from dexrl.runtime.logger import write_text_atomic
 
 EXIT_PEER_FAILED = 3
 THREADS_ENV = "DEXRL_TORCH_THREADS"
@@ -114,10 +115,7 @@ def _write_rank_file(run_dir: Path, info: comm.DistInfo, role: str, device: str)
 def _write_failure(run_dir: Path, found: dict) -> None:
     """ranks/failure.json, whole: data-parallel ranks that name the same silent peer write it
     at once."""
-    path = Path(run_dir) / "ranks" / "failure.json"
-    tmp = path.with_name(f"failure.{found['reported_by']}.tmp")
-    tmp.write_text(json.dumps(found))
-    os.replace(tmp, path)
+    write_text_atomic(Path(run_dir) / "ranks" / "failure.json", json.dumps(found))
 
 
 def _kill_if_here(run_dir: Path, rank: int) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -19,6 +21,30 @@ def git_hash() -> str:
         return "unknown"
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    """The whole file or the old one: a crash mid-write must not leave half a file."""
+    tmp = path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}.tmp")  # writers may share a disk
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """metrics.jsonl's rows. A last line without its newline that is not JSON is an append cut
+    short (the run was killed mid-write): dropped. Any other bad line is an error."""
+    lines = Path(path).read_text().split("\n")  # the last item is "" unless a write was cut short
+    rows = []
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if lineno == len(lines):
+                break
+            raise ValueError(f"{path} line {lineno} is not valid JSON ({e.msg}); remove or repair that line") from None
+    return rows
+
+
 def default_run_dir(cfg: TrainConfig) -> Path:
     return Path("runs") / f"{cfg.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
 
@@ -30,12 +56,12 @@ class RunLogger:
     def __init__(self, run_dir: Path, cfg: TrainConfig, start_iteration: int = 0):
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.json").write_text(json.dumps({"git": git_hash(), "config": json.loads(dumps(cfg))}, indent=2))
+        write_text_atomic(self.run_dir / "config.json",
+                          json.dumps({"git": git_hash(), "config": json.loads(dumps(cfg))}, indent=2))
         self.metrics_path = self.run_dir / "metrics.jsonl"
-        if self.metrics_path.exists():
-            kept = [ln for ln in self.metrics_path.read_text().splitlines()
-                    if ln.strip() and json.loads(ln)["iteration"] < start_iteration]
-            self.metrics_path.write_text("".join(ln + "\n" for ln in kept))
+        if self.metrics_path.exists():  # resumed: the iterations to come are logged again
+            kept = [row for row in read_metrics(self.metrics_path) if row["iteration"] < start_iteration]
+            write_text_atomic(self.metrics_path, "".join(json.dumps(row) + "\n" for row in kept))
         from torch.utils.tensorboard import SummaryWriter  # import late: it is slow to import
 
         self.tb = SummaryWriter(str(self.run_dir / "tb"), purge_step=start_iteration or None)
@@ -60,7 +86,7 @@ def plot_curves(run_dir: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     path = Path(run_dir) / "metrics.jsonl"
-    rows = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()] if path.exists() else []
+    rows = read_metrics(path) if path.exists() else []
     if not rows:
         return None
     steps = [r["env_steps"] for r in rows]

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from dexrl.bench.throughput import summarize
 from dexrl.cli import main
 
@@ -11,14 +13,19 @@ def test_summary_skips_warm_up_and_relates_to_the_sims_own_rate(tmp_path):
         {"env_steps_per_s": 1.0, "time/iteration_s": 99.0, "sims/sim_only_env_steps_per_s": 1.0},  # warm-up
         {"env_steps_per_s": 300.0, "time/iteration_s": 2.0, "time/sim_s": 1.0, "time/update_s": 0.5,
          "transfer/bytes_per_step": 1000.0, "sims/sim_only_env_steps_per_s": 400.0},
-        {"env_steps_per_s": 500.0, "time/iteration_s": 1.0, "time/sim_s": 0.5, "time/update_s": 0.3,
-         "transfer/bytes_per_step": 1000.0, "sims/sim_only_env_steps_per_s": 600.0},
+        {"env_steps_per_s": 600.0, "time/iteration_s": 1.0, "time/sim_s": 0.5, "time/update_s": 0.3,
+         "transfer/bytes_per_step": 1000.0, "sims/sim_only_env_steps_per_s": 800.0},
     ]
     (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     out = summarize(tmp_path, "disagg", 2)
+    # 600 steps an iteration (300/s for 2 s, 600/s for 1 s): 1200 steps in 3 s, not (300 + 600) / 2.
     assert out["iterations_measured"] == 2 and out["env_steps_per_s"] == 400.0 and out["iteration_s"] == 1.5
     assert out["sim_s"] == 0.75 and out["update_s"] == 0.4 and out["bytes_per_step"] == 1000.0
-    assert out["sim_only_env_steps_per_s"] == 500.0 and out["fraction_of_sim_only"] == 0.8  # 400 / 500
+    # The sims' own rate likewise: 600 steps in 1.5 s + 0.75 s = 1600/3 per s; 400 of it is 0.75.
+    assert out["sim_only_env_steps_per_s"] == pytest.approx(1600 / 3)
+    assert out["fraction_of_sim_only"] == pytest.approx(0.75)
+    with pytest.raises(ValueError, match="no iteration to measure"):
+        summarize(tmp_path, "disagg", 2, skip=3)
 
 
 def test_disaggregated_overlapped_run_reports_its_share_of_the_sims_rate(capsys):
