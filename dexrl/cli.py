@@ -41,6 +41,8 @@ def _env_args(p: argparse.ArgumentParser, num_envs: int, resolution: str) -> Non
     g.add_argument("--objects", choices=("train", "eval"), default="train", help="procedural object split")
     g.add_argument("--num-objects", type=int, default=64)
     g.add_argument("--mesh-dir", help="a folder of .obj/.stl objects to use instead of the procedural set")
+    g.add_argument("--mesh-scale", type=_positive_float, default=1.0,
+                   help="metres per mesh-file unit (0.001 for millimetres; default %(default)s)")
     g.add_argument("--robot-xml", help="a robot MJCF following dexrl's naming contract (README)")
     g.add_argument("--episode-s", type=float, default=10.0)
 
@@ -50,7 +52,8 @@ def env_config(a: argparse.Namespace, **overrides) -> EnvConfig:
     cfg = EnvConfig(
         num_envs=a.num_envs, device=a.device, seed=a.seed, action_space=a.action_space, episode_s=a.episode_s,
         camera=CameraConfig(width=w, height=h), robot_xml=a.robot_xml,
-        objects=ObjectSetConfig(num_objects=a.num_objects, seed=a.seed, split=a.objects, mesh_dir=a.mesh_dir),
+        objects=ObjectSetConfig(num_objects=a.num_objects, seed=a.seed, split=a.objects, mesh_dir=a.mesh_dir,
+                               mesh_scale=a.mesh_scale),
     )
     return replace(cfg, **overrides)
 
@@ -188,7 +191,8 @@ def _checkpoint_env(a, trained: EnvConfig) -> EnvConfig:
             raise ValueError(f"{flag} {asked} does not match the checkpoint's environment ({used}), "
                              f"which the policy's network is built for: leave {flag} out")
     objects = trained.objects
-    for flag, field in (("--objects", "split"), ("--num-objects", "num_objects"), ("--mesh-dir", "mesh_dir")):
+    for flag, field in (("--objects", "split"), ("--num-objects", "num_objects"), ("--mesh-dir", "mesh_dir"),
+                        ("--mesh-scale", "mesh_scale")):
         if _given(a, flag):
             objects = replace(objects, **{field: getattr(a, flag[2:].replace("-", "_"))})
     episode_s = a.episode_s if _given(a, "--episode-s") else trained.episode_s
@@ -258,12 +262,13 @@ def cmd_bench_capacity(a) -> None:
 
 
 def cmd_bench_learner(a) -> None:
-    from dexrl.bench.learner import bench_learner, format_table
-    from dexrl.config.train import preset
+    from dexrl.bench.learner import bench_learner, format_table, preset_spec
+    from dexrl.config.train import apply_overrides, preset
 
     w, h = parse_resolution(a.resolution)
-    cfg = preset(a.preset)
-    result = bench_learner(w, h, a.num_envs, cfg.model, cfg.ppo, device=a.device, iterations=a.iterations)
+    cfg = apply_overrides(preset(a.preset), [f"env.camera.width={w}", f"env.camera.height={h}"])
+    result = bench_learner(w, h, a.num_envs, cfg.model, cfg.ppo, device=a.device, iterations=a.iterations,
+                           spec=preset_spec(cfg))
     print(format_table(result))
     if a.json:
         print(json.dumps(result))

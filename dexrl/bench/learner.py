@@ -22,6 +22,7 @@ import time
 import torch
 
 from dexrl.config.rl import ModelConfig, PPOConfig
+from dexrl.config.train import TrainConfig
 from dexrl.models.actor_critic import ActorCritic, State
 from dexrl.models.spec import ObsSpec
 from dexrl.rl import PPO, RolloutStorage, build_actor_critic, bytes_per_env
@@ -39,6 +40,17 @@ def learner_spec(width: int, height: int, action_dim: int = 23, proprio_dim: int
     )
 
 
+def preset_spec(cfg: TrainConfig) -> ObsSpec:
+    """The network a preset trains: its action space, its policy input (depth, or the state
+    teacher's vector: proprio 46 + noisy object pose and shape 18 + A), its camera size."""
+    from dexrl.envs.ik import NUM_SYNERGIES  # noqa: PLC0415  (a constant; no Warp at import)
+
+    a = 23 if cfg.env.action_space == "joint_delta" else 6 + NUM_SYNERGIES
+    if cfg.policy_input == "state":
+        return ObsSpec(a, policy_vectors={"state_teacher": 64 + a}, value_vectors={"critic": 112 + a})
+    return learner_spec(cfg.env.camera.width, cfg.env.camera.height, action_dim=a, proprio_dim=46 + a, critic_dim=112 + a)
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -49,9 +61,9 @@ class _RandomSource:
     timed loop allocates nothing an env would not (storage.insert copies them before refill)."""
 
     def __init__(self, spec: ObsSpec, num_envs: int, device: torch.device, seed: int) -> None:
-        self.n, self.spec = num_envs, spec
+        self.n, self.spec, self.device = num_envs, spec, device
         self.gen = torch.Generator(device=device).manual_seed(seed)
-        self.obs = {spec.image_key: torch.empty(num_envs, *spec.image_shape, device=device)}  # (N, 1, H, W) metres
+        self.obs = {spec.image_key: torch.empty(num_envs, *spec.image_shape, device=device)} if spec.image_key else {}
         self.obs |= {key: torch.empty(num_envs, dim, device=device) for key, dim in spec.vector_dims.items()}  # (N, D)
         self.refill()
 
@@ -65,9 +77,8 @@ class _RandomSource:
 
     def outcome(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """rewards, terminated, truncated, each (N,)."""
-        device = self.obs[self.spec.image_key].device
-        rewards = torch.randn(self.n, generator=self.gen, device=device)  # (N,)
-        ends = torch.rand(self.n, generator=self.gen, device=device)  # (N,) uniform
+        rewards = torch.randn(self.n, generator=self.gen, device=self.device)  # (N,)
+        ends = torch.rand(self.n, generator=self.gen, device=self.device)  # (N,) uniform
         return rewards, ends < END_PROB / 2, (ends >= END_PROB / 2) & (ends < END_PROB)
 
 
@@ -134,13 +145,16 @@ def bench_learner(
     device: torch.device | str = "cpu",
     iterations: int = 2,
     seed: int = 0,
+    spec: ObsSpec | None = None,
 ) -> dict:
-    """Collect + update `iterations` times after one warm-up iteration; mean timings, JSON-ready dict."""
+    """Collect + update `iterations` times after one warm-up iteration; mean timings, JSON-ready
+    dict. ``spec``: the network's inputs (default: the depth policy with joint_delta actions at
+    width x height; preset_spec gives a preset's)."""
     if iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations}.")
     model_cfg, ppo_cfg = model_cfg or ModelConfig(), ppo_cfg or PPOConfig()
     device = torch.device(device)
-    spec = learner_spec(width, height)
+    spec = spec or learner_spec(width, height)
     peaks = _CudaPeaks(device) if device.type == "cuda" else None
     torch.manual_seed(seed)  # model init and act's action noise use the global generator
     model = build_actor_critic(spec, model_cfg, ppo_cfg, device)
@@ -169,9 +183,9 @@ def bench_learner(
         # allocator arenas, so it is not comparable to the CUDA allocator's figure.
         peak_mem = reserved = workspace = None
     return {
-        "device": str(device), "num_envs": N, "resolution": f"{width}x{height}",
+        "device": str(device), "num_envs": N, "resolution": f"{width}x{height}" if spec.image_key else "state",
         "num_steps": T, "num_epochs": ppo_cfg.num_epochs, "num_minibatches": ppo_cfg.num_minibatches,
-        "image_dtype": ppo_cfg.image_dtype, "bf16": bool(ppo_cfg.bf16 and device.type == "cuda"),
+        "image_dtype": ppo_cfg.image_dtype if spec.image_key else None, "bf16": bool(ppo_cfg.bf16 and device.type == "cuda"),
         "threads": torch.get_num_threads(), "iterations": iterations,
         "params": sum(p.numel() for p in model.parameters()),
         "update_s": update_s, "update_samples_per_s": T * N / update_s,
@@ -208,11 +222,13 @@ def _mib(x: int | None) -> str:
 def format_table(result: dict) -> str:
     r = result
     lines = [
-        f"bench learner: {r['device']}, {r['num_envs']} envs, {r['resolution']} depth, T={r['num_steps']}, "
+        f"bench learner: {r['device']}, {r['num_envs']} envs, "
+        f"{r['resolution'] + ' depth' if r['image_dtype'] else 'state policy'}, T={r['num_steps']}, "
         f"{r['num_epochs']} epochs x {r['num_minibatches']} minibatches, {r['params']:,} params",
         f"  update             {r['update_s'] * 1e3:,.1f} ms/iteration   {r['update_samples_per_s']:,.0f} samples/s",
         f"  inference          {r['inference_s'] * 1e3:,.1f} ms/iteration   {r['inference_steps_per_s']:,.0f} env-steps/s",
-        f"  storage            {_mib(r['storage_bytes'])} ({r['storage_bytes_per_env']:,} B/env, {r['image_dtype']})",
+        f"  storage            {_mib(r['storage_bytes'])} ({r['storage_bytes_per_env']:,} B/env"
+        + (f", {r['image_dtype']})" if r["image_dtype"] else ")"),
         f"  peak allocated     {_mib(r['peak_mem_bytes'])}",
         f"  update workspace   {_mib(r['update_workspace_bytes'])}",
     ]

@@ -69,6 +69,7 @@ class GraspEnv:
         self.act_ids = torch.as_tensor(s.actuator_ids, device=dev)
         self.arm_joint_ids = torch.as_tensor(s.joint_ids[:7], device=dev)
         self.tip_sites = torch.as_tensor(s.tip_sites, device=dev)
+        self.tip_force_adr = torch.as_tensor(s.tip_force_adr, device=dev)
         self.q_low = torch.as_tensor(s.jnt_range[:, 0], device=dev, dtype=torch.float32)
         self.q_high = torch.as_tensor(s.jnt_range[:, 1], device=dev, dtype=torch.float32)
         self.q_start = torch.as_tensor(START_QPOS, device=dev, dtype=torch.float32).clamp(self.q_low, self.q_high)
@@ -128,7 +129,7 @@ class GraspEnv:
 
     @property
     def tip_force(self) -> torch.Tensor:
-        return self.physics.sensordata[:, :4]  # (N, 4) N, contact normal force per fingertip
+        return self.physics.sensordata[:, self.tip_force_adr]  # (N, 4) N, contact normal force per fingertip
 
     def step_draws(self) -> Draws:
         """Step-time draws, keyed by (episode counter, step in episode) of each world."""
@@ -147,8 +148,9 @@ class GraspEnv:
             mask[torch.as_tensor(env_ids, device=self.device)] = True
         self._reset_where(mask, object_ids)
         self.physics.kinematics()
-        self.palm_pos_prev.copy_(self.palm_pos)
-        self.tip_pos_prev.copy_(self.tip_pos)
+        # Only the reset worlds start over: the others keep their last step's velocities.
+        self.palm_pos_prev.copy_(torch.where(mask[:, None], self.palm_pos, self.palm_pos_prev))
+        self.tip_pos_prev.copy_(torch.where(mask[:, None, None], self.tip_pos, self.tip_pos_prev))
         self._render()
         return self.obs_builder.build()
 

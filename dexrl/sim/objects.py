@@ -23,14 +23,13 @@ DESCRIPTOR_DIM = 4 + len(KINDS)  # sorted half-extents (3), cube root of volume 
 
 @dataclass(frozen=True)
 class ObjectAsset:
-    """One object: a point cloud whose convex hull is the shape (metres, object frame), or a
-    mesh file scaled by ``scale``."""
+    """One object: a point cloud whose convex hull is the shape (metres, object frame), and
+    the mesh file it was read from, if any."""
 
     name: str
     kind: str
-    vertices: np.ndarray | None = None  # (V, 3) float64
+    vertices: np.ndarray  # (V, 3) float64
     file: Path | None = None
-    scale: float = 1.0
     rgba: tuple[float, float, float, float] = (0.8, 0.3, 0.2, 1.0)
 
 
@@ -108,15 +107,42 @@ def procedural_objects(num_objects: int, seed: int, split: str = "train") -> lis
     return out
 
 
+# A user's mesh outside these extents is most likely in other units (an STL in millimetres).
+USER_MIN_EXTENT_M, USER_MAX_EXTENT_M = 0.005, 0.5
+
+
 def mesh_folder_objects(folder: str | Path, scale: float = 1.0) -> list[ObjectAsset]:
-    """Every .obj/.stl file in ``folder`` (sorted by name) as an object, used as a convex hull."""
+    """Every .obj/.stl file in ``folder`` (sorted by name) as an object: its vertices, whose
+    convex hull is then both what collides and what the cameras see (MuJoCo collides a mesh
+    as its hull, while the renderer would trace the file's own faces: a cup's cavity would
+    show in depth but hold nothing)."""
     path = Path(folder).expanduser()
     if not path.is_dir():
         raise ValueError(f"object mesh folder {str(path)!r} does not exist; pass a folder of .obj/.stl files")
     files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".obj", ".stl"))
     if not files:
         raise ValueError(f"object mesh folder {str(path)!r} holds no .obj or .stl file")
-    return [ObjectAsset(f"user_{i:03d}_{p.stem}", "mesh", file=p.resolve(), scale=scale) for i, p in enumerate(files)]
+    return [ObjectAsset(f"user_{i:03d}_{p.stem}", "mesh", vertices=_mesh_vertices(p.resolve(), scale), file=p.resolve())
+            for i, p in enumerate(files)]
+
+
+def _mesh_vertices(file: Path, scale: float) -> np.ndarray:
+    """(V, 3) vertices of a mesh file as MuJoCo reads it, scaled; its size checked."""
+    import mujoco
+
+    spec = mujoco.MjSpec()
+    spec.add_mesh(name="m", file=str(file), scale=[scale] * 3)
+    try:
+        m = spec.compile()
+    except ValueError as exc:
+        raise ValueError(f"object mesh {str(file)!r} cannot be read: {exc}") from None
+    vertices = m.mesh_vert.astype(np.float64)
+    extent = float((vertices.max(0) - vertices.min(0)).max())
+    if not USER_MIN_EXTENT_M <= extent <= USER_MAX_EXTENT_M:
+        raise ValueError(f"object mesh {file.name!r} is {extent:.4g} m across at scale {scale:g}; graspable "
+                         f"objects are {USER_MIN_EXTENT_M:g}-{USER_MAX_EXTENT_M:g} m: if the file is in "
+                         "millimetres, pass --mesh-scale 0.001 (train: --set env.objects.mesh_scale=0.001)")
+    return vertices
 
 
 def load_objects(cfg: ObjectSetConfig) -> list[ObjectAsset]:

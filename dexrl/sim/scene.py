@@ -64,11 +64,7 @@ def _robot_spec(robot_xml: str | None) -> mujoco.MjSpec:
 
 def _add_mesh(spec: mujoco.MjSpec, asset: obj.ObjectAsset) -> None:
     mesh = spec.add_mesh(name=asset.name)
-    if asset.file is not None:
-        mesh.file = str(asset.file)
-        mesh.scale = [asset.scale] * 3
-    else:
-        mesh.uservert = np.asarray(asset.vertices, float).ravel().tolist()
+    mesh.uservert = np.asarray(asset.vertices, float).ravel().tolist()
 
 
 def _add_object_body(spec: mujoco.MjSpec, asset: obj.ObjectAsset) -> None:
@@ -124,7 +120,6 @@ def build_spec(cfg: EnvConfig, assets: list[obj.ObjectAsset]) -> mujoco.MjSpec:
     spec.option.impratio = 10.0
     spec.option.iterations = cfg.solver_iterations
     spec.option.ls_iterations = cfg.ls_iterations
-    spec.compiler.degree = False
     # Joint friction is randomized per world; a tiny nonzero value makes the model allocate
     # its 23 friction-loss rows once, so randomizing it later needs no recompilation.
     for name in ROBOT_JOINTS:
@@ -162,6 +157,7 @@ class Scene:
     palm_body: int
     palm_site: int
     tip_sites: np.ndarray  # (4,)
+    tip_force_adr: np.ndarray  # (4,) sensordata addresses of the fingertip touch sensors
     object_body: int
     object_geom: int
     object_qpos_adr: int  # 7 values: position, quaternion
@@ -199,6 +195,8 @@ def build_scene(cfg: EnvConfig) -> Scene:
         jnt_range=mjm.jnt_range[joints].copy(),
         palm_body=_index(mjm, J.mjOBJ_BODY, PALM_BODY), palm_site=_index(mjm, J.mjOBJ_SITE, PALM_SITE),
         tip_sites=np.array([_index(mjm, J.mjOBJ_SITE, n) for n in TIP_SITES]),
+        # After any sensors a user's robot brings.
+        tip_force_adr=mjm.sensor_adr[[_index(mjm, J.mjOBJ_SENSOR, f"{n}_force") for n in TIP_SITES]].copy(),
         object_body=object_body, object_geom=_index(mjm, J.mjOBJ_GEOM, "object"),
         object_qpos_adr=int(mjm.jnt_qposadr[obj_jnt]), object_dof_adr=int(mjm.jnt_dofadr[obj_jnt]),
         robot_geoms=robot_geoms, camera_ids={n: _index(mjm, J.mjOBJ_CAMERA, n) for n in CAMERAS},

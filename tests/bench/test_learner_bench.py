@@ -27,6 +27,20 @@ def test_learner_spec_matches_the_grasp_env_sizes():
     assert spec.action_dim == 23
 
 
+def test_a_presets_network_is_the_one_it_trains():
+    from dexrl.config.train import preset
+
+    # quickstart acts in the palm-synergy space: 6 palm + 5 synergies (GraspEnv: proprio 57, critic 123).
+    quick = bench.preset_spec(preset("quickstart"))
+    assert (quick.action_dim, quick.policy_vectors, quick.value_vectors) == (11, {"proprio": 57}, {"critic": 123})
+    # teacher-state sees no image: proprio, noisy object pose and shape (64 + 23).
+    state = bench.preset_spec(preset("teacher-state"))
+    assert state.image_key is None and state.policy_vectors == {"state_teacher": 87}
+    result = bench.bench_learner(32, 24, 4, MODEL, PPO_CFG, iterations=1, spec=state)
+    assert result["resolution"] == "state" and result["image_dtype"] is None
+    assert result["storage_bytes_per_env"] == bytes_per_env(state, MODEL, PPO_CFG)
+
+
 def test_bench_learner_runs_a_real_update(monkeypatch):
     built, build = {}, bench.build_actor_critic
 

@@ -120,11 +120,13 @@ def test_reset_subset_leaves_other_worlds_bit_identical(fresh):
         env.step(torch.rand(N, A, generator=gen) * 2 - 1)
     p = env.physics
     state = {"qpos": p.qpos, "qvel": p.qvel, "ctrl": p.ctrl, "targets": env.targets,
-             "episode_step": env.episode_step, "prev_action": env.prev_action, **p.fields}
+             "episode_step": env.episode_step, "prev_action": env.prev_action, **p.fields,
+             "palm_pos_prev": env.palm_pos_prev, "tip_pos_prev": env.tip_pos_prev}  # (their velocities)
     before = {k: v.clone() for k, v in state.items()}
     env.reset(env_ids=[1])
     after = {"qpos": p.qpos, "qvel": p.qvel, "ctrl": p.ctrl, "targets": env.targets,
-             "episode_step": env.episode_step, "prev_action": env.prev_action, **p.fields}
+             "episode_step": env.episode_step, "prev_action": env.prev_action, **p.fields,
+             "palm_pos_prev": env.palm_pos_prev, "tip_pos_prev": env.tip_pos_prev}
     for name in before:
         for w in (0, 2, 3):
             assert torch.equal(after[name][w], before[name][w]), (name, w)

@@ -76,6 +76,28 @@ def test_mesh_folder_with_one_obj(tmp_path):
     assert scene.props.body_mass[0] == pytest.approx(MIN_MASS_KG)
 
 
+# A 6 cm cube whose top face dips to a point 3 cm down at its centre: 14 faces, concave.
+DENTED_CUBE_OBJ = "\n".join(
+    [f"v {x} {y} {z}" for z in (0, 0.06) for y in (0, 0.06) for x in (0, 0.06)] + ["v 0.03 0.03 0.03"]
+    + ["f 1 3 4", "f 1 4 2", "f 1 2 6", "f 1 6 5", "f 2 4 8", "f 2 8 6", "f 4 3 7", "f 4 7 8", "f 3 1 5",
+       "f 3 5 7", "f 5 6 9", "f 6 8 9", "f 8 7 9", "f 7 5 9"]) + "\n"
+
+
+def test_a_concave_mesh_is_seen_as_the_hull_it_collides_as(tmp_path):
+    (tmp_path / "dented.obj").write_text(DENTED_CUBE_OBJ)
+    scene = build_scene(EnvConfig(num_envs=1, depth=False, objects=ObjectSetConfig(mesh_dir=str(tmp_path))))
+    # The renderer traces the mesh's faces: the hull's 12 triangles, not the file's 14 (whose
+    # dent the physics, colliding with the hull, would fill).
+    assert scene.mjm.mesh_facenum[scene.props.mesh_id[0]] == 12
+
+
+def test_a_mesh_in_millimetres_is_a_clear_error(tmp_path):
+    (tmp_path / "cube.obj").write_text(DENTED_CUBE_OBJ.replace("0.06", "60").replace("0.03", "30"))
+    with pytest.raises(ValueError, match="'cube.obj' is 60 m across at scale 1.*mesh_scale=0.001"):
+        mesh_folder_objects(tmp_path)
+    assert np.ptp(mesh_folder_objects(tmp_path, scale=0.001)[0].vertices, axis=0) == pytest.approx([0.06] * 3)
+
+
 def test_empty_or_missing_mesh_folder(tmp_path):
     with pytest.raises(ValueError, match="holds no .obj or .stl"):
         mesh_folder_objects(tmp_path)

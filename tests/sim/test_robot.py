@@ -128,6 +128,22 @@ def test_user_robot_accepts_own_xml(tmp_path):
     np.testing.assert_array_equal(scene.actuator_ids, reference.actuator_ids)
 
 
+def test_user_robot_in_degrees_with_its_own_sensors(tmp_path):
+    """MJCF's default angle unit is the degree, and a robot may bring sensors of its own."""
+    import re
+
+    def in_degrees(joint: re.Match) -> str:
+        lo, hi = (math.degrees(float(v)) for v in joint.group(2).split())
+        return f'{joint.group(1)}range="{lo!r} {hi!r}"'
+
+    xml = re.sub(r'(<joint [^>]*?)range="([^"]+)"', in_degrees, build_robot_xml().replace('angle="radian"', 'angle="degree"'))
+    xml = xml.replace("</mujoco>", '<sensor><jointpos joint="iiwa_joint_1"/><jointvel joint="iiwa_joint_1"/></sensor></mujoco>')
+    scene = build_scene(EnvConfig(num_envs=2, depth=False, robot_xml=_write(tmp_path, xml)))
+    reference = build_scene(EnvConfig(num_envs=2, depth=False))
+    np.testing.assert_allclose(scene.jnt_range, reference.jnt_range, rtol=1e-12)
+    assert scene.tip_force_adr.tolist() == (reference.tip_force_adr + 2).tolist()  # after the robot's two
+
+
 def test_user_robot_missing_actuator_is_named(tmp_path):
     xml = build_robot_xml()
     start = xml.index('<position name="ring_joint_2"')

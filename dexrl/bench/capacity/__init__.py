@@ -39,7 +39,6 @@ from __future__ import annotations
 import dataclasses
 
 from dexrl.bench.capacity.measure import (
-    NUM_SYNERGIES,
     TorchLiveBytes,
     WarpBytes,
     fit_linear,
@@ -74,7 +73,7 @@ from dexrl.bench.capacity.plan import (
 from dexrl.bench.capacity.validate import ROLES, validate_plan, validate_role
 
 __all__ = [
-    "AUX_FLOATS", "GIB", "IMAGE_STORAGE", "MIB", "NUM_SYNERGIES", "ROLES",
+    "AUX_FLOATS", "GIB", "IMAGE_STORAGE", "MIB", "ROLES",
     "Budget", "Parts", "TorchLiveBytes", "WarpBytes",
     "dp_rank_bytes", "fit_linear", "fit_quadratic", "format_table", "learner_fixed_bytes",
     "learner_rank_bytes", "learner_transient_bytes", "max_worlds", "measure_learner", "measure_parts", "measure_sim",

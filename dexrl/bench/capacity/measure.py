@@ -13,13 +13,11 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from dexrl.bench.capacity.plan import Parts, policy_state_bytes_per_env, transit_bytes_per_world
-from dexrl.bench.learner import learner_spec
+from dexrl.bench.learner import preset_spec
 from dexrl.config.env import parse_resolution
 from dexrl.config.train import TrainConfig, preset as load_preset
 from dexrl.models.spec import ObsSpec
 from dexrl.rl import PPO, RolloutStorage, autocast, build_actor_critic, bytes_per_env
-
-NUM_SYNERGIES = 5  # palm_synergy actions: 6 palm + 5 synergies (dexrl.envs.ik)
 
 
 # ---- measurement helpers -------------------------------------------------------------------------
@@ -162,11 +160,6 @@ def _train_config(preset: str, width: int, height: int, device: str, num_envs: i
     return dataclasses.replace(cfg, env=env)
 
 
-def _spec(cfg: TrainConfig) -> ObsSpec:
-    a = 23 if cfg.env.action_space == "joint_delta" else 6 + NUM_SYNERGIES
-    return learner_spec(cfg.env.camera.width, cfg.env.camera.height, action_dim=a, proprio_dim=46 + a, critic_dim=112 + a)
-
-
 def measure_sim(cfg: TrainConfig, counts: tuple[int, int, int]) -> dict:
     """Physics, render and env-tensor bytes at three world counts, fitted."""
     from dexrl.envs.grasp import GraspEnv  # noqa: PLC0415  (imports Warp)
@@ -294,7 +287,7 @@ class _PhasePeaks:
 def measure_learner(cfg: TrainConfig, device: torch.device, probe: tuple[int, int]) -> dict:
     """Update peak per minibatch env (two-point fit of the gather + forward + backward phase),
     the optimizer step's peak, saved tensors, inference per env, params."""
-    spec, gen = _spec(cfg), torch.Generator(device=device).manual_seed(0)
+    spec, gen = preset_spec(cfg), torch.Generator(device=device).manual_seed(0)
     # One minibatch = all envs, one backward pass, everything on the device: the raw costs.
     ppo_cfg = dataclasses.replace(cfg.ppo, num_epochs=1, num_minibatches=1, microbatch_envs=0, image_storage="device")
     torch.manual_seed(0)
@@ -368,7 +361,7 @@ def measure_parts(resolution: str, preset: str = "teacher-depth", device: str = 
     overhead = _cuda_sim_overhead(cfg, p)
     sim = measure_sim(cfg, (p, 3 * p, 5 * p))
     learner = measure_learner(cfg, torch.device(device), (p, 2 * p))
-    spec = _spec(cfg)
+    spec = preset_spec(cfg)
     a_dim = spec.action_dim
     transit = transit_bytes_per_world(w, h, spec.policy_vector_dim, spec.value_vector_dim, 64 + a_dim, a_dim)
     a, b, c = sim["physics"]

@@ -12,7 +12,8 @@ import time
 
 import torch
 
-from dexrl.bench.capacity.measure import _free, _random_obs, _random_storage, _spec, _train_config
+from dexrl.bench.capacity.measure import _free, _random_obs, _random_storage, _train_config
+from dexrl.bench.learner import preset_spec
 from dexrl.bench.capacity.plan import GIB, transit_bytes_per_world
 from dexrl.config.env import parse_resolution
 from dexrl.config.train import TrainConfig, preset as load_preset
@@ -38,7 +39,7 @@ def _ballast(device: torch.device, budget_gib: float | None) -> torch.Tensor | N
 
 
 def _allocate_role(role: str, cfg: TrainConfig, n: int, device: torch.device, keep: list) -> None:
-    spec = _spec(cfg)
+    spec = preset_spec(cfg)
     if role in ("sim", "dp"):
         from dexrl.envs.grasp import GraspEnv  # noqa: PLC0415
 
