@@ -75,18 +75,20 @@ def hand_limits(device) -> tuple[torch.Tensor, torch.Tensor]:
 def synergy_basis(device) -> torch.Tensor:
     """(16, 5) columns, in fractions of each joint's range, hand order index, middle, ring,
     thumb (4 joints each):
-      0 close: flex every finger joint and curl the thumb;
-      1 oppose: swing the thumb in front of the palm (thumb j0, j1);
-      2 spread: abduct index and ring away from the middle finger;
+      0 close: flex every finger joint and curl the thumb (thumb j2, j3);
+      1 oppose: swing the thumb in front of the palm (thumb j0);
+      2 spread: roll index and ring (j0, about their own axes) so that, flexed, they
+        splay away from the middle finger (+j0 turns index flexion toward -y);
       3 pinch: flex index and thumb distal joints only;
-      4 curl: flex the distal joints of every finger (a hook grasp)."""
+      4 curl: flex the distal joints of every finger (a hook grasp).
+    The thumb's roll (j1) is left at 0, where its flexion curls it toward the fingers."""
     b = torch.zeros(16, NUM_SYNERGIES)
     for f in range(3):
         b[4 * f + 1:4 * f + 4, 0] = 1.0
         b[4 * f + 2:4 * f + 4, 4] = 1.0
-    b[13:16, 0] = 1.0
-    b[12, 1], b[13, 1] = 1.0, 0.5
-    b[0, 2], b[8, 2] = -1.0, 1.0
+    b[14:16, 0] = 1.0
+    b[12, 1] = 1.0
+    b[0, 2], b[8, 2] = 1.0, -1.0
     b[2:4, 3], b[14:16, 3] = 1.0, 1.0
     return b.to(device)
 
@@ -96,7 +98,7 @@ def synergy_to_hand(s: torch.Tensor, basis: torch.Tensor, low: torch.Tensor, hig
     (range midpoint minus half range on flexion) moved along the basis, then clamped."""
     span = high - low  # (16,)
     open_hand = low + 0.1 * span
-    open_hand[[0, 4, 8]] = 0.0  # no abduction
+    open_hand[[0, 4, 8, 13]] = 0.0  # no finger or thumb roll
     q = open_hand + (0.5 * (s + 1.0)) @ basis.T * span * 0.9  # (N, 16)
     return torch.minimum(torch.maximum(q, low), high)
 

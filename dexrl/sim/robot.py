@@ -64,9 +64,13 @@ FINGER_ROOTS = {
     "ring": (0.0514, 0.0539, -0.0113),
     "thumb": (-0.0367, -0.0081, -0.0295),
 }
-FINGER_KNUCKLE = 0.0164  # j0 -> j1
+FINGER_KNUCKLE = 0.0164  # j0 -> j1, along the finger
 FINGER_SEGMENTS = (0.054, 0.0384, 0.0267)  # j1 -> j2, j2 -> j3, j3 -> pad centre
-THUMB_SEGMENTS = (0.0554, 0.0514, 0.0323)
+# Thumb j0 -> j1 offset in the palm frame: the published (-0.027, 0.005, 0.0399) in the
+# thumb base link's frame (x toward the fingertips, y the grasping face, z along the thumb),
+# without its 5 deg tilt.
+THUMB_KNUCKLE = (-0.027, -0.0399, 0.005)
+THUMB_SEGMENTS = (0.0177, 0.0514, 0.0423)  # j1 -> j2, j2 -> j3, j3 -> pad centre
 TIP_EXTRA = 0.0157  # pad centre -> tip site
 FINGER_RADIUS = 0.0098
 PAD_RADIUS = 0.012
@@ -77,7 +81,9 @@ HAND_KP, HAND_KD, HAND_EFFORT = 3.0, 0.1, 0.5
 HAND_ARMATURE = 0.01
 
 START_ARM = (-0.85, 0.0, 0.76, 1.25, -1.76, 0.90, 0.64)
-START_HAND = (0.0, 0.3, 0.3, 0.3) * 3 + (1.5, 0.601, 0.338, 0.608)
+# Thumb: swung in front of the palm, no roll (j1), curled (j2, j3) so its tip sits in front
+# of the index and middle fingers.
+START_HAND = (0.0, 0.3, 0.3, 0.3) * 3 + (1.5, 0.0, 1.0, 0.5)
 START_QPOS = np.array(START_ARM + START_HAND)  # (23,)
 
 
@@ -118,19 +124,26 @@ def _arm_xml() -> tuple[str, str]:
 
 def _chain_xml(finger: str) -> str:
     """One finger (or the thumb) as four nested bodies, segments along the local +x (-y for
-    the thumb), flexion curling toward the palm's grasping face (+z)."""
+    the thumb), flexion curling toward the palm's grasping face (+z).
+
+    Joint axes follow the published Allegro kinematics, in our palm frame (the published
+    palm frame's finger axis +z, face normal +x and index side +y are our +x, +z and -y).
+    Fingers: j0 rotates the finger about its own long axis (+x), which turns the plane the
+    finger flexes in; j1..j3 flex about -y. Thumb: j0 about -x swings it from the palm plane
+    (pointing -y) in front of the palm; j1 rotates it about its own long axis (-y at j0 = 0);
+    j2, j3 flex about +z, curling it toward the fingers (+x)."""
     thumb = finger == "thumb"
     limits = THUMB_LIMITS if thumb else FINGER_LIMITS
-    segs = THUMB_SEGMENTS if thumb else FINGER_SEGMENTS
-    # Thumb: j0 about -x swings it from the palm plane (pointing -y) in front of the palm;
-    # j1..j3 about +z curl it toward the fingers (+x). Fingers: j0 abduction about the palm
-    # normal, j1..j3 flexion about -y.
     d = np.array([0.0, -1.0, 0.0]) if thumb else np.array([1.0, 0.0, 0.0])
-    axes = ((-1, 0, 0), (0, 0, 1), (0, 0, 1), (0, 0, 1)) if thumb else ((0, 0, 1), (0, -1, 0), (0, -1, 0), (0, -1, 0))
-    lengths = (0.005 if thumb else FINGER_KNUCKLE,) + segs  # body j spans lengths[j]
+    if thumb:
+        axes = ((-1, 0, 0), (0, -1, 0), (0, 0, 1), (0, 0, 1))
+        offsets = (np.array(THUMB_KNUCKLE),) + tuple(d * s for s in THUMB_SEGMENTS)  # body j spans offsets[j]
+    else:
+        axes = ((1, 0, 0), (0, -1, 0), (0, -1, 0), (0, -1, 0))
+        offsets = tuple(d * s for s in (FINGER_KNUCKLE,) + FINGER_SEGMENTS)
     xml, pos = [], np.array(FINGER_ROOTS[finger])
     for j in range(4):
-        seg = d * lengths[j]
+        seg = offsets[j]
         xml.append(
             f'<body name="{finger}_link_{j}" pos="{_v(pos)}">'
             f'<joint name="{finger}_joint_{j}" axis="{_v(axes[j])}" range="{_v(limits[j])}" armature="{HAND_ARMATURE}"/>'

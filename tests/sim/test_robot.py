@@ -57,7 +57,7 @@ def test_joint_limits(model):
     assert model.jnt_limited.all()
     np.testing.assert_allclose(model.jnt_range[:21], expected, atol=1e-9)
     # The start pose lies inside the limits (else the env silently clips it).
-    start = [-0.85, 0.0, 0.76, 1.25, -1.76, 0.90, 0.64] + [0.0, 0.3, 0.3, 0.3] * 3 + [1.5, 0.601, 0.338, 0.608]
+    start = [-0.85, 0.0, 0.76, 1.25, -1.76, 0.90, 0.64] + [0.0, 0.3, 0.3, 0.3] * 3 + [1.5, 0.0, 1.0, 0.5]
     np.testing.assert_allclose(START_QPOS, start)
     assert ((model.jnt_range[:, 0] <= START_QPOS) & (START_QPOS <= model.jnt_range[:, 1])).all()
 
@@ -86,11 +86,44 @@ def test_zero_pose_forward_kinematics(model):
              "ring": (0.0514, 0.0539, -0.0113), "thumb": (-0.0367, -0.0081, -0.0295)}
     for finger, pos in roots.items():
         np.testing.assert_allclose(model.body_pos[_body(model, f"{finger}_link_0")], pos, atol=1e-9)
-    # Segment lengths: finger j1->j2 0.054, j2->j3 0.0384; thumb 0.0554, 0.0514.
+    # Segment lengths: finger j0->j1 0.0164, j1->j2 0.054, j2->j3 0.0384; thumb j1->j2 0.0177,
+    # j2->j3 0.0514, and j0->j1 the published (-0.027, 0.005, 0.0399) of the thumb base link
+    # (x toward the fingertips, y the grasping face, z along the thumb) in the palm frame.
+    assert np.linalg.norm(model.body_pos[_body(model, "index_link_1")]) == pytest.approx(0.0164)
     assert np.linalg.norm(model.body_pos[_body(model, "index_link_2")]) == pytest.approx(0.054)
     assert np.linalg.norm(model.body_pos[_body(model, "index_link_3")]) == pytest.approx(0.0384)
-    assert np.linalg.norm(model.body_pos[_body(model, "thumb_link_2")]) == pytest.approx(0.0554)
+    np.testing.assert_allclose(model.body_pos[_body(model, "thumb_link_1")], [-0.027, -0.0399, 0.005], atol=1e-9)
+    assert np.linalg.norm(model.body_pos[_body(model, "thumb_link_2")]) == pytest.approx(0.0177)
     assert np.linalg.norm(model.body_pos[_body(model, "thumb_link_3")]) == pytest.approx(0.0514)
+
+
+def test_hand_joint_axes_follow_published_allegro(model):
+    """Palm frame: fingers along +x, grasping face +z. Finger j0 rolls the finger about its own
+    axis, j1..j3 flex it toward the face; thumb j0 swings it in front of the palm, j1 rolls it
+    about its own axis (-y), j2, j3 flex it toward the fingers."""
+    def axis(name):
+        return model.jnt_axis[mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, name)]
+    for finger in ("index", "middle", "ring"):
+        np.testing.assert_allclose(axis(f"{finger}_joint_0"), [1, 0, 0])
+        for j in (1, 2, 3):
+            np.testing.assert_allclose(axis(f"{finger}_joint_{j}"), [0, -1, 0])
+    thumb = [[-1, 0, 0], [0, -1, 0], [0, 0, 1], [0, 0, 1]]
+    for j in range(4):
+        np.testing.assert_allclose(axis(f"thumb_joint_{j}"), thumb[j])
+    # Flexing a finger moves its tip toward the grasping face; the thumb, swung in front of
+    # the palm and flexed, moves its tip toward the fingers.
+    d = mujoco.MjData(model)
+    palm = _body(model, "palm")
+
+    def tip(site, q):
+        d.qpos[:] = 0.0
+        d.qpos[7:] = q
+        mujoco.mj_kinematics(model, d)
+        return d.xmat[palm].reshape(3, 3).T @ (d.site(site).xpos - d.xpos[palm])
+    open_ = [0.0] * 12 + [1.5, 0.0, 0.0, 0.0]
+    closed = [0.0, 0.8, 0.8, 0.8] * 3 + [1.5, 0.0, 0.8, 0.8]
+    assert tip("index_tip", closed)[2] > tip("index_tip", open_)[2] + 0.05
+    assert tip("thumb_tip", closed)[0] > tip("thumb_tip", open_)[0] + 0.05
 
 
 @pytest.mark.parametrize("rpy, quat", [
