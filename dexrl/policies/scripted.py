@@ -15,10 +15,6 @@ from dexrl.envs import ik
 APPROACH_END_S, DESCEND_END_S, CLOSE_END_S, LIFT_END_S = 1.2, 2.4, 3.6, 5.1
 ABOVE_M, GRASP_M = 0.15, -0.045  # below the centre: the palm presses the object onto the table
 LIFT_OFFSET = (0.0, 0.0, 0.03)
-# Where the object should sit relative to the palm-centre site, in the palm frame (m): toward
-# the wrist (-x), within reach of the thumb, whose flexion sweeps in front of the palm from
-# behind the finger roots.
-OBJECT_IN_PALM = (-0.02, 0.0, 0.0)
 # Hand postures, hand order index, middle, ring (j0..j3), thumb (j0..j3), radians.
 # Closing has two stages: the thumb swings in front of the palm (PRE_GRASP), then every
 # finger flexes toward CLOSED_HAND, far enough past contact that the fingers keep squeezing.
@@ -40,9 +36,6 @@ class ScriptedGrasp:
         self.closed_hand = torch.tensor(CLOSED_HAND, device=dev)
         self.palm_down = ik.quat_from_euler_zyx(*(torch.tensor(v, device=dev) for v in ik.PALM_EULER_CENTER))
         self.lift_offset = torch.tensor(LIFT_OFFSET, device=dev)
-        # palm centre = object - R(palm_down) OBJECT_IN_PALM, the rotation as q (0, v) q*
-        v = torch.cat([torch.zeros(1, device=dev), torch.tensor(OBJECT_IN_PALM, device=dev)])
-        self.palm_shift = -ik.quat_mul(ik.quat_mul(self.palm_down, v), ik.quat_conj(self.palm_down))[1:]
 
     def reset(self, done: torch.Tensor | None = None) -> None:
         """Stateless: phases come from the env's episode clock."""
@@ -51,7 +44,7 @@ class ScriptedGrasp:
     def act(self, obs: dict | None = None) -> torch.Tensor:
         e = self.env
         t = e.episode_step.float()[:, None] * e.cfg.ctrl_dt  # (N, 1) s
-        obj = e.object_pos + self.palm_shift  # (N, 3) where the palm centre goes, less the height offsets
+        obj = e.object_pos  # (N, 3)
         above = obj + obj.new_tensor([0.0, 0.0, ABOVE_M])
         grasp = obj + obj.new_tensor([0.0, 0.0, GRASP_M])
         lift = e.goal + self.lift_offset

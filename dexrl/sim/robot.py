@@ -58,11 +58,13 @@ PALM_MASS = 0.4154
 PALM_HALF = (0.055, 0.062, 0.02)
 PALM_CENTER = (-0.002, 0.0088, -0.02)
 PALM_SITE_POS = (0.07, -0.03, 0.03)  # grasp centre: under the index-middle roots, in front of the face
+# Joint-0 origins: the published ones relative to the middle finger's, in this palm frame
+# (the thumb's sat 4.4 cm further toward the wrist until 2026-11-22).
 FINGER_ROOTS = {
     "index": (0.0514, -0.0363, -0.0113),
     "middle": (0.0537, 0.0088, -0.0113),
     "ring": (0.0514, 0.0539, -0.0113),
-    "thumb": (-0.0367, -0.0081, -0.0295),
+    "thumb": (0.0070, -0.0105, -0.0295),
 }
 FINGER_KNUCKLE = 0.0164  # j0 -> j1, along the finger
 FINGER_SEGMENTS = (0.054, 0.0384, 0.0267)  # j1 -> j2, j2 -> j3, j3 -> pad centre

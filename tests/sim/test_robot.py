@@ -83,7 +83,7 @@ def test_zero_pose_forward_kinematics(model):
     q = np.array([0.6533, 0.2706, -0.6533, 0.2706])
     np.testing.assert_allclose(model.body_quat[palm], q / np.linalg.norm(q), atol=1e-9)
     roots = {"index": (0.0514, -0.0363, -0.0113), "middle": (0.0537, 0.0088, -0.0113),
-             "ring": (0.0514, 0.0539, -0.0113), "thumb": (-0.0367, -0.0081, -0.0295)}
+             "ring": (0.0514, 0.0539, -0.0113), "thumb": (0.0070, -0.0105, -0.0295)}
     for finger, pos in roots.items():
         np.testing.assert_allclose(model.body_pos[_body(model, f"{finger}_link_0")], pos, atol=1e-9)
     # Segment lengths: finger j0->j1 0.0164, j1->j2 0.054, j2->j3 0.0384; thumb j1->j2 0.0177,
