@@ -43,9 +43,9 @@ def learner_spec(width: int, height: int, action_dim: int = 23, proprio_dim: int
 def preset_spec(cfg: TrainConfig) -> ObsSpec:
     """The network a preset trains: its action space, its policy input (depth, or the state
     teacher's vector: proprio 46 + noisy object pose and shape 18 + A), its camera size."""
-    from dexrl.envs.ik import NUM_SYNERGIES  # noqa: PLC0415  (a constant; no Warp at import)
+    from dexrl.envs.ik import action_dim  # noqa: PLC0415  (torch only, no Warp at import)
 
-    a = 23 if cfg.env.action_space == "joint_delta" else 6 + NUM_SYNERGIES
+    a = action_dim(cfg.env.action_space)
     if cfg.policy_input == "state":
         return ObsSpec(a, policy_vectors={"state_teacher": 64 + a}, value_vectors={"critic": 112 + a})
     return learner_spec(cfg.env.camera.width, cfg.env.camera.height, action_dim=a, proprio_dim=46 + a, critic_dim=112 + a)

@@ -75,7 +75,7 @@ class GraspEnv:
         self.q_start = torch.as_tensor(START_QPOS, device=dev, dtype=torch.float32).clamp(self.q_low, self.q_high)
         self.curl_q = torch.as_tensor(START_HAND, device=dev, dtype=torch.float32)
         self.goal = torch.tensor(GOAL, device=dev)
-        self.action_dim = 23 if cfg.action_space == "joint_delta" else 6 + ik.NUM_SYNERGIES
+        self.action_dim = ik.action_dim(cfg.action_space)
         self.synergy = ik.synergy_basis(dev)
         self.hand_low, self.hand_high = ik.hand_limits(dev)
         n = self.n

@@ -17,6 +17,11 @@ PALM_EULER_HALF_RANGE = math.radians(45.0)
 NUM_SYNERGIES = 5
 
 
+def action_dim(action_space: str) -> int:
+    """joint_delta: one target delta per joint (23); palm_synergy: palm pose (6) + synergies."""
+    return 23 if action_space == "joint_delta" else 6 + NUM_SYNERGIES
+
+
 def quat_mul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Hamilton product of wxyz quaternions, (..., 4)."""
     aw, ax, ay, az = a.unbind(-1)

@@ -23,13 +23,11 @@ DESCRIPTOR_DIM = 4 + len(KINDS)  # sorted half-extents (3), cube root of volume 
 
 @dataclass(frozen=True)
 class ObjectAsset:
-    """One object: a point cloud whose convex hull is the shape (metres, object frame), and
-    the mesh file it was read from, if any."""
+    """One object: a point cloud whose convex hull is the shape (metres, object frame)."""
 
     name: str
     kind: str
     vertices: np.ndarray  # (V, 3) float64
-    file: Path | None = None
     rgba: tuple[float, float, float, float] = (0.8, 0.3, 0.2, 1.0)
 
 
@@ -122,7 +120,7 @@ def mesh_folder_objects(folder: str | Path, scale: float = 1.0) -> list[ObjectAs
     files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".obj", ".stl"))
     if not files:
         raise ValueError(f"object mesh folder {str(path)!r} holds no .obj or .stl file")
-    return [ObjectAsset(f"user_{i:03d}_{p.stem}", "mesh", vertices=_mesh_vertices(p.resolve(), scale), file=p.resolve())
+    return [ObjectAsset(f"user_{i:03d}_{p.stem}", "mesh", vertices=_mesh_vertices(p.resolve(), scale))
             for i, p in enumerate(files)]
 
 

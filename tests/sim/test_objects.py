@@ -67,7 +67,7 @@ def test_mesh_folder_with_one_obj(tmp_path):
     (tmp_path / "tetra.obj").write_text(TETRA_OBJ)
     (tmp_path / "notes.txt").write_text("ignored")
     objs = mesh_folder_objects(tmp_path)
-    assert len(objs) == 1 and objs[0].kind == "mesh" and objs[0].file.name == "tetra.obj"
+    assert len(objs) == 1 and objs[0].kind == "mesh" and objs[0].name == "user_000_tetra"
     scene = build_scene(EnvConfig(num_envs=2, depth=False, objects=ObjectSetConfig(mesh_dir=str(tmp_path))))
     assert scene.props.names == [objs[0].name]
     assert scene.props.descriptor.shape == (1, DESCRIPTOR_DIM)

@@ -13,8 +13,8 @@ import time
 import torch
 
 from dexrl.bench.capacity.measure import _free, _random_obs, _random_storage, _train_config
-from dexrl.bench.learner import preset_spec
 from dexrl.bench.capacity.plan import GIB, transit_bytes_per_world
+from dexrl.bench.learner import preset_spec
 from dexrl.config.env import parse_resolution
 from dexrl.config.train import TrainConfig, preset as load_preset
 from dexrl.rl import PPO, RolloutStorage, build_actor_critic
