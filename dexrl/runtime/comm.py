@@ -2,7 +2,10 @@
 
 NCCL when every rank has its own CUDA device, gloo otherwise. Point-to-point tensors travel
 with non-blocking isend/irecv into preallocated buffers; a wait that outlives the fault
-timeout raises RankFailure naming the peer.
+timeout raises RankFailure naming the peer. Under NCCL every wait polls the request's
+completion from the host: NCCL's own wait() does not block the host (it only orders the
+current CUDA stream after the request), and its own timeout ends in its watchdog aborting the
+process, before the rank could name its peer or write a checkpoint.
 """
 
 from __future__ import annotations
@@ -52,8 +55,10 @@ class DistInfo:
 
 @dataclass(frozen=True)
 class _Steady:
-    """Data-parallel collectives once every rank is past start-up: their own gloo group, whose
-    timeout is the fault timeout, and the rendezvous store, where a timed-out rank checks in."""
+    """Data-parallel collectives once every rank is past start-up: a gloo group with the fault
+    timeout (for the small control collectives under any backend, for all under gloo), that
+    timeout for the host's polling of every collective, and the rendezvous store, where a
+    timed-out rank checks in."""
     group: object  # dist.ProcessGroup
     timeout_s: float
     store: object  # dist.Store
@@ -94,10 +99,11 @@ def shutdown() -> None:
 def tighten(timeout_s: float) -> None:
     """Call on every rank at the same point, once each is past start-up (kernel builds, the
     first rollout): from then on a collective waits at most ``timeout_s`` for the slowest
-    rank, and a rank that stays silent is named. Gloo only: NCCL's watchdog would abort the
-    process on such a timeout rather than raise, so NCCL keeps the start-up timeout."""
+    rank, and a rank that stays silent is named. NCCL's group keeps the start-up timeout (its
+    watchdog would abort the process rather than raise); the host's polling (_finish) and the
+    gloo group made here keep to ``timeout_s``."""
     global _steady
-    if _steady is not None or dist.get_backend() != "gloo":
+    if _steady is not None:
         return
     group = dist.new_group(backend="gloo", timeout=timedelta(seconds=timeout_s))
     # A client of the store the ranks met at (torchrun's agent, or rank 0's): it outlives a
@@ -107,8 +113,46 @@ def tighten(timeout_s: float) -> None:
     _steady = _Steady(group, timeout_s, dist.PrefixStore("dexrl/steady", client))
 
 
-def _group():
+def _data_group():
+    """The group of the collectives that move model-sized tensors: the backend's own (NCCL
+    reduces on the GPUs), or the fault-timeout gloo group under gloo."""
+    return _steady.group if _steady is not None and dist.get_backend() == "gloo" else None
+
+
+def _control_group():
+    """The group of the small per-iteration collectives (statistics, the ADR vote): gloo with
+    the fault timeout once past start-up, under any backend. Under NCCL they are the first
+    collectives after each rollout, so a rank hung in its simulation is named there."""
     return _steady.group if _steady is not None else None
+
+
+def _device_for(group) -> torch.device:
+    return torch.device("cpu") if group is not None else wire_device()
+
+
+def _finish(work) -> None:
+    """Wait for a collective's request. Past start-up, a request that does not complete within
+    the fault timeout means a silent peer: it is named (after the check-in at the store)."""
+    if _steady is not None and not _completed_within(work, _steady.timeout_s):
+        raise _silent_failure(_steady)
+    work.wait()  # raises the backend's error; under NCCL, orders the current stream after it
+
+
+def _completed_within(work, timeout_s: float) -> bool:
+    """Poll ``work.is_completed()`` from the host for at most ``timeout_s``. Sleeps grow from
+    20 us to 0.2 ms while a step's reply may come any moment (a millisecond's lag per step
+    would cost a GPU run several percent), then to 10 ms once the wait has lasted a second (a
+    sim waiting out the learner's update), so an idle rank leaves its core alone. (Gloo's
+    point-to-point requests complete only inside wait(), which takes a timeout.)"""
+    start = time.monotonic()
+    deadline, pause = start + timeout_s, 2e-5
+    while not work.is_completed():
+        now = time.monotonic()
+        if now >= deadline:
+            return False
+        time.sleep(min(pause, deadline - now))
+        pause = min(2 * pause, 2e-4 if now - start < 1.0 else 1e-2)
+    return True
 
 
 def _wire(t: torch.Tensor) -> torch.Tensor:
@@ -127,8 +171,11 @@ def irecv(buffers: list[torch.Tensor], src: int) -> list:
 
 def wait(works: list, timeout_s: float, peer: int, role: str) -> None:
     """Wait for every request; a dead or silent peer becomes RankFailure within timeout_s."""
+    poll = dist.get_backend() == "nccl"  # see the module's docstring
     for work in works:
         try:
+            if poll and not _completed_within(work, timeout_s):
+                raise RankFailure(peer, role, f"no reply within {timeout_s:g} s")
             if not work.wait(timedelta(seconds=timeout_s)):
                 raise RankFailure(peer, role, f"no reply within {timeout_s:g} s")
         except RankFailure:
@@ -224,7 +271,7 @@ def recv_object(src: int, timeout_s: float = 60.0, role: str = "peer"):
 def broadcast_module(module: torch.nn.Module, src: int) -> None:
     """Identical parameters and buffers on every rank."""
     for t in list(module.parameters()) + list(module.buffers()):
-        dist.broadcast(t.data, src, group=_group())
+        _finish(dist.broadcast(t.data, src, group=_data_group(), async_op=True))
 
 
 @_collective
@@ -232,7 +279,7 @@ def all_reduce_mean_grads(params: list[torch.nn.Parameter]) -> None:
     """Average .grad across ranks with one flattened all-reduce."""
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
     flat = torch.cat([g.reshape(-1) for g in grads])  # (P,)
-    dist.all_reduce(flat, group=_group())
+    _finish(dist.all_reduce(flat, group=_data_group(), async_op=True))
     flat /= dist.get_world_size()
     offset = 0
     for p, g in zip(params, grads):
@@ -246,8 +293,8 @@ def all_reduce_mean_grads(params: list[torch.nn.Parameter]) -> None:
 
 @_collective
 def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
-    y = x.detach().to(wire_device(), torch.float32, copy=True)
-    dist.all_reduce(y, group=_group())
+    y = x.detach().to(wire_device(), torch.float32, copy=True)  # NCCL reduces CUDA tensors only
+    _finish(dist.all_reduce(y, group=_data_group(), async_op=True))
     return (y / dist.get_world_size()).to(x.device)
 
 
@@ -255,22 +302,24 @@ def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
 def all_gather_stack(x: torch.Tensor) -> torch.Tensor:
     """(…) on every rank -> (world_size, …) on every rank."""
     out = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-    dist.all_gather(out, x.contiguous(), group=_group())
+    _finish(dist.all_gather(out, x.contiguous(), group=_data_group(), async_op=True))
     return torch.stack(out)
 
 
 @_collective
 def all_gather_object(obj) -> list:
-    """A small picklable object from every rank, in rank order, on every rank."""
+    """A small picklable object from every rank, in rank order, on every rank (a control
+    collective: its group's timeout bounds it, as torch offers no asynchronous form)."""
     out = [None] * dist.get_world_size()
-    dist.all_gather_object(out, obj, group=_group())
+    dist.all_gather_object(out, obj, group=_control_group())
     return out
 
 
 @_collective
 def all_reduce_min(x: torch.Tensor) -> torch.Tensor:
-    y = x.to(wire_device(), copy=True)  # NCCL reduces CUDA tensors only
-    dist.all_reduce(y, op=dist.ReduceOp.MIN, group=_group())
+    group = _control_group()
+    y = x.to(_device_for(group), copy=True)
+    _finish(dist.all_reduce(y, op=dist.ReduceOp.MIN, group=group, async_op=True))
     return y.to(x.device)
 
 

@@ -142,8 +142,8 @@ class RemoteEnvs:
         self.group_rows = [torch.cat([torch.arange(self.n, device=device)[self._rows(i, g)]
                                       for i in range(len(sim_ranks))]) for g in range(self.groups)]
         self.bytes_per_step = sum(t.numel() * t.element_size() for t in self._step_buffers(slice(None)))
-        self._recv([list(self._obs_rows(self._rows(i, g)).values()) for i in range(len(sim_ranks))
-                    for g in range(self.groups)], [r for r in sim_ranks for _ in range(self.groups)])
+        self._wait([(r, comm.irecv(list(self._obs_rows(self._rows(i, g)).values()), r))
+                    for i, r in enumerate(sim_ranks) for g in range(self.groups)])
         self.first_obs = self._obs()
         self._wait_s = self._sim_s = 0.0
         self._steps, self._sim_each = 0, torch.zeros(len(sim_ranks), dtype=torch.float64)  # (K,) env.step seconds
@@ -162,12 +162,9 @@ class RemoteEnvs:
         return [*self._obs_rows(rows).values(), self.reward[rows], self.terminated[rows], self.truncated[rows],
                 self.final_critic[rows], self.aux[rows]]
 
-    def _recv(self, buffers: list[list[torch.Tensor]], ranks: list[int], pending: list = (),
-              timeout_s: float | None = None) -> None:
-        """Post every receive, then wait for ``pending`` sends and the receives. Receives go
-        first: a sim blocks on sending its results until the learner listens."""
-        works = [(rank, comm.irecv(bufs, rank)) for rank, bufs in zip(ranks, buffers)]
-        for rank, w in list(pending) + works:
+    def _wait(self, works: list, timeout_s: float | None = None) -> None:
+        """Wait for (sim rank, requests) pairs; a dead or silent sim raises RankFailure."""
+        for rank, w in works:
             comm.wait(w, timeout_s or self.timeout_s, rank, "sim")
 
     def _send_all(self, cmd: int, group: int = 0, actions: torch.Tensor | None = None, wait: bool = True) -> list:
@@ -206,25 +203,26 @@ class RemoteEnvs:
         return out
 
     def send_group(self, group: int, actions: torch.Tensor) -> None:
-        """Start the sims on world group ``group``; ``actions`` (N / groups, A) in row order."""
+        """Start the sims on world group ``group``; ``actions`` (N / groups, A) in row order.
+        Its results' receives are posted right behind: under NCCL a pair's requests run in the
+        order they were posted, and a sim sends group 0's results before it takes group 1's
+        command, so a receive posted after group 1's send would wait behind that send, and the
+        send for the sim, which waits for the receive."""
         if group == 0:
             self._start = time.perf_counter()
             self._pending = []
-        # Not waited for here: the sims are still busy with earlier groups (see _recv).
+        # Waited for in receive_groups: the sims are still busy with earlier groups.
         self._actions[group] = actions.to(self.wire, torch.float32).contiguous()
         self._pending += self._send_all(CMD_STEP, group, self._actions[group], wait=False)
+        self._pending += [(rank, comm.irecv(self._step_buffers(self._rows(i, group)) + [self.sim_seconds[i, group]],
+                                            rank)) for i, rank in enumerate(self.sims)]
 
     def receive_groups(self) -> StepResult:
         """Every group's step results, gathered into one StepResult over all N worlds."""
-        bufs, ranks = [], []
-        for g in range(self.groups):
-            for i, rank in enumerate(self.sims):
-                bufs.append(self._step_buffers(self._rows(i, g)) + [self.sim_seconds[i, g]])
-                ranks.append(rank)
         # The sims' first step builds MuJoCo Warp's step kernels (a CUDA graph capture on a GPU):
         # minutes on a cold cache, so it has the start-up allowance too.
         first = None if self._stepped else max(self.timeout_s, comm.STARTUP_TIMEOUT_S)
-        self._recv(bufs, ranks, self._pending, first)
+        self._wait(self._pending, first)
         self._stepped = True
         self._wait_s += time.perf_counter() - self._start
         per_sim = self.sim_seconds.sum(1).flatten().cpu()  # (K,) this step's env.step seconds

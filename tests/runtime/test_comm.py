@@ -1,0 +1,89 @@
+"""comm's waits as they behave under NCCL, on CPU: a host that polls the request, and the
+small control collectives on their own gloo group with the fault timeout."""
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from dexrl.runtime import comm
+
+
+class _Request:
+    """A request that completes after ``polls`` calls of is_completed() (never: None). Its
+    wait() returns at once, as NCCL's does: it only orders the current CUDA stream."""
+
+    def __init__(self, polls: int | None):
+        self.polls, self.asked, self.times = polls, 0, []
+
+    def is_completed(self) -> bool:
+        self.asked += 1
+        self.times.append(time.monotonic())
+        return self.polls is not None and self.asked > self.polls
+
+    def wait(self, timeout=None) -> bool:
+        return True
+
+
+def test_polling_returns_once_the_request_completes():
+    request = _Request(polls=3)
+    assert comm._completed_within(request, timeout_s=5.0)
+    assert request.asked == 4  # three misses, then done: no poll after completion
+
+
+def test_polling_gives_up_at_the_timeout_polling_finely_then_coarsely():
+    request = _Request(polls=None)
+    start = time.monotonic()
+    assert not comm._completed_within(request, timeout_s=1.5)
+    assert 1.5 <= time.monotonic() - start < 1.5 + 0.25  # no sleep runs (much) past the deadline
+    gaps = [(t - start, t - s) for s, t in zip(request.times, request.times[1:])]  # (since start, gap)
+    early = sorted(g for at, g in gaps if at < 0.9)
+    late = sorted(g for at, g in gaps if at > 1.2)
+    # Sleeps of 0.2 ms while a reply may come any moment, of 10 ms once the wait is long
+    # (medians, so that a loaded machine's late wake-ups do not decide).
+    assert early[len(early) // 2] < 2e-3 and late[len(late) // 2] > 5e-3, (early[len(early) // 2], late)
+
+
+def test_a_silent_peer_under_nccl_is_named_within_the_timeout(monkeypatch):
+    # NCCL's wait() would return at once and the next use of the buffer would block until
+    # its watchdog aborts the process: the poll turns silence into a RankFailure instead.
+    monkeypatch.setattr(dist, "get_backend", lambda group=None: "nccl")
+    start = time.monotonic()
+    with pytest.raises(comm.RankFailure, match="sim rank 2 failed: no reply within 0.2 s"):
+        comm.wait([_Request(polls=0), _Request(polls=None)], 0.2, peer=2, role="sim")
+    assert time.monotonic() - start < 1.0
+    comm.wait([_Request(polls=5)], 1.0, peer=2, role="sim")  # a reply in time passes
+
+
+def _silent_under_nccl_worker(rank: int, port: int, out: str):
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    comm.init("gloo", timeout_s=600.0)  # the default group keeps the start-up timeout, as NCCL's does
+    dist.get_backend = lambda group=None: "nccl"  # comm routes as under NCCL (this process only)
+    comm.tighten(2.0)
+    if rank == 1:  # silent from here on: hung in its rollout
+        deadline = time.time() + 60
+        while not Path(out).exists() and time.time() < deadline:
+            time.sleep(0.1)
+        os._exit(0)
+    start = time.monotonic()
+    try:
+        comm.all_reduce_min(torch.tensor([1]))  # the ADR vote after a rollout
+        found = {"rank": "none"}
+    except comm.RankFailure as exc:
+        found = {"rank": exc.rank, "cause": exc.cause}
+    found["seconds"] = time.monotonic() - start
+    Path(out).write_text(json.dumps(found))
+    os._exit(0)
+
+
+def test_a_rank_hung_in_its_rollout_is_named_by_the_control_collective_under_nccl(tmp_path):
+    out = tmp_path / "found.json"
+    mp.spawn(_silent_under_nccl_worker, args=(comm.free_loopback_port(), str(out)), nprocs=2)
+    found = json.loads(out.read_text())
+    assert found["rank"] == 1 and found["cause"] == "no reply within 2 s", found
+    assert found["seconds"] < 2 * 2 + 3, found  # collective timeout + the check-in window

@@ -1,0 +1,29 @@
+"""RemoteEnvs' requests in the order NCCL needs them, with a recording stand-in for comm."""
+
+import torch
+
+from dexrl.config.train import TrainConfig
+from dexrl.runtime import comm
+from dexrl.runtime.disaggregated import CMD_STEP, RemoteEnvs
+
+
+def test_each_groups_results_are_received_before_the_next_groups_command_is_sent(monkeypatch):
+    """NCCL runs a pair's requests in the order they were posted. A pipelined sim sends group
+    0's results before it takes group 1's command, so the learner must post group 0's receive
+    before group 1's send, or each side waits for the other (both go through gloo regardless)."""
+    posted = []  # (peer, "send" | "recv", header as (command, group) for a send)
+    hello = {"num_envs": 4, "groups": 2, "action_dim": 3,
+             "layout": [("depth", (4, 1, 6, 8), "torch.float16"), ("proprio", (4, 5), "torch.float32"),
+                        ("critic", (4, 7), "torch.float32")]}
+    monkeypatch.setattr(comm, "wire_device", lambda: torch.device("cpu"))
+    monkeypatch.setattr(comm, "recv_object", lambda src, timeout_s, role: hello)
+    monkeypatch.setattr(comm, "isend", lambda tensors, dst: posted.append((dst, "send", tuple(tensors[0].tolist()))))
+    monkeypatch.setattr(comm, "irecv", lambda buffers, src: posted.append((src, "recv", None)))
+    monkeypatch.setattr(comm, "wait", lambda works, timeout_s, peer, role: None)
+    cfg = TrainConfig(runtime="disagg", sim_ranks=2, pipeline=True)
+    envs = RemoteEnvs(cfg, [0, 1], torch.device("cpu"), timeout_s=5.0)
+    posted.clear()  # the first observations
+    envs.step(torch.zeros(envs.n, 3))
+    for sim in (0, 1):
+        mine = [(kind, header) for peer, kind, header in posted if peer == sim]
+        assert mine == [("send", (CMD_STEP, 0)), ("recv", None), ("send", (CMD_STEP, 1)), ("recv", None)], mine
