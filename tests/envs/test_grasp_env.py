@@ -149,7 +149,7 @@ def test_a_reset_world_starts_with_no_fingertip_force(fresh):
 
 def test_per_world_randomization_changes_only_targeted_worlds(fresh):
     env = fresh  # reset with the default (no) randomization: every field at its default
-    p, s, f, d = env.physics, env.scene, env.physics.fields, env.physics.defaults
+    s, f, d = env.scene, env.physics.fields, env.physics.defaults
     act, dof = torch.as_tensor(s.actuator_ids), torch.as_tensor(s.dof_adr)
     og, ob = s.object_geom, s.object_body
     for name in ("geom_friction", "actuator_gainprm", "actuator_biasprm", "dof_frictionloss"):
