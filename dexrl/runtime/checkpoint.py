@@ -87,6 +87,7 @@ def resumable(payload: dict, cfg) -> tuple[dict, str | None]:
 
 
 def without_episodes(payload: dict) -> dict:
-    """The payload less the environment's and the collector's state: loading it starts fresh
-    episodes (Trainer.load_state_dict)."""
-    return {k: v for k, v in payload.items() if k not in ("env", "collector")}
+    """The payload less the environment's and the collector's state, and its random number
+    generators' (another rank's, or another layout's): loading it starts fresh episodes, with
+    exploration noise of the loading rank's own (Trainer.load_state_dict)."""
+    return {k: v for k, v in payload.items() if k not in ("env", "collector", "torch_rng", "cuda_rng")}

@@ -13,18 +13,18 @@ from dexrl.rl import RolloutStorage
 
 
 class PhaseTimer:
-    """Wall seconds per named phase; synchronizes CUDA at phase ends so times are real: the
-    whole device, or only ``stream`` (a collector running beside the PPO update)."""
+    """Wall seconds per named phase; synchronizes CUDA at phase ends so times are real. Only
+    the collector's stream (``stream``, or ``device``'s current one) is waited for, never the
+    whole device: that would also wait for NCCL's receives posted ahead (a pipelined learner),
+    holding the host inside CUDA where it can neither time out a silent sim nor take a signal."""
 
     def __init__(self, device: torch.device, stream: "torch.cuda.Stream | None" = None):
-        self.cuda, self.stream = device.type == "cuda", stream
+        self.stream = stream if stream is not None or device.type != "cuda" else torch.cuda.current_stream(device)
         self.seconds: dict[str, float] = {}
 
     def __call__(self, name: str, start: float) -> float:
         if self.stream is not None:
             self.stream.synchronize()
-        elif self.cuda:
-            torch.cuda.synchronize()
         now = time.perf_counter()
         self.seconds[name] = self.seconds.get(name, 0.0) + now - start
         return now

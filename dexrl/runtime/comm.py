@@ -21,8 +21,9 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-# gloo moves raw bytes for these; bool and uint16 travel as same-width integer views.
-_WIRE_VIEW = {torch.bool: torch.uint8, torch.uint16: torch.int16}
+# Dtypes the backends do not reduce or send travel as bytes: bool as uint8, and uint16 (depth
+# in millimetres) as two uint8 a value, since NCCL knows no 16-bit integer type.
+_WIRE_VIEW = {torch.bool: torch.uint8, torch.uint16: torch.uint8}
 # Start-up allowance for any rank (scene compilation and first kernel builds on a sim,
 # building the trainer on a learner), whatever the fault timeouts: a cold cache takes minutes.
 STARTUP_TIMEOUT_S = 1800.0

@@ -97,6 +97,8 @@ class SimRank:
                 self._recv([actions])
                 start = time.perf_counter()
                 res = env.step(actions.to(env.device))
+                if env.device.type == "cuda":  # the step's kernels, not only their launches
+                    torch.cuda.current_stream(env.device).synchronize()
                 self._send(self._step_tensors(res, time.perf_counter() - start))
             elif cmd == CMD_STATE:  # in host memory: unpickled on the learner, it must not land on this GPU
                 comm.send_object([to_host(env.state_dict()) for env in envs], learner, self.timeout_s, "learner")

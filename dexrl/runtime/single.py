@@ -121,7 +121,8 @@ class Trainer:
         state = {
             "iteration": self.iteration, "env_steps": self.env_steps, "model": self.model.state_dict(),
             "ppo": self.ppo.state_dict(), "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
+            # This rank's GPU only: a run resumed on fewer GPUs must still load it.
+            "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
             "env": None, "collector": None, "adr": vars(self.adr_state).copy(),
         }
         if with_env:
@@ -134,10 +135,13 @@ class Trainer:
         if payload.get("env") is not None:  # a checkpoint written after a rank failure has none
             self.env.load_state_dict(payload["env"])
             self.collector.load_state_dict(payload["collector"])
-        torch.set_rng_state(payload["torch_rng"])
-        if payload.get("cuda_rng") is not None and self.device.type == "cuda":
-            torch.cuda.set_rng_state_all(payload["cuda_rng"])
         self.iteration, self.env_steps = payload["iteration"], payload["env_steps"]
+        if "torch_rng" in payload:
+            torch.set_rng_state(payload["torch_rng"])
+            if payload.get("cuda_rng") is not None and self.device.type == "cuda":
+                torch.cuda.set_rng_state(payload["cuda_rng"], self.device)
+        else:  # another rank's or layout's checkpoint (without_episodes): noise of this rank's own
+            torch.manual_seed(hash((self.cfg.seed, self.rank, self.iteration)) & 0xFFFF_FFFF)
         self._full_checkpoint = self.iteration if payload.get("env") is not None else None
         if "adr" in payload and self.cfg.adr == "on":  # 'max' (e.g. resumed so) stays terminal
             self.adr_state = adr.ADRState(**payload["adr"])
@@ -181,6 +185,7 @@ class Trainer:
         bar = tqdm(total=cfg.max_iterations, initial=self.iteration, desc="train", unit="it",
                    disable=not (progress and self.is_logger))
         warned_overflow = not self.is_logger
+        failed = False
         try:
             while self.iteration < cfg.max_iterations:
                 row = self._iteration(n)
@@ -201,6 +206,7 @@ class Trainer:
             # A peer is gone: keep what this rank can still vouch for (the weights and the
             # optimizer as of the last finished iteration), then report; a full checkpoint of
             # that iteration, with the environment's state, is better still.
+            failed = True
             if self.is_logger and self._full_checkpoint != self.iteration:
                 self.save(run_dir, with_env=False)
             raise
@@ -208,8 +214,8 @@ class Trainer:
             bar.close()
             if logger is not None:
                 logger.close()
-            if self._thread is not None:
-                self._thread.shutdown(cancel_futures=True)
+            if self._thread is not None:  # after a failure, not waiting for a rollout that may hang
+                self._thread.shutdown(wait=not failed, cancel_futures=True)
                 self._thread = None
         return Path(run_dir)
 
@@ -233,15 +239,21 @@ class Trainer:
         if self.spare is None:
             return None
         self._refresh_actor()
-        if self._stream is not None:
-            self._stream.wait_stream(torch.cuda.current_stream(self.device))  # the parameter copy
-        self._thread = self._thread or ThreadPoolExecutor(1, thread_name_prefix="dexrl-collect")
+        if self._thread is None:
+            cuda = self.device.type == "cuda"  # the thread's allocations go to this rank's GPU
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="dexrl-collect",
+                                              initializer=torch.cuda.set_device if cuda else None,
+                                              initargs=(self.device,) if cuda else ())
         return self._thread.submit(self._collect, self.spare)
 
     def _refresh_actor(self) -> None:
-        """overlap_update: the collector's copy of the parameters := the current ones."""
+        """overlap_update: the collector's copy of the parameters := the current ones. On the
+        main thread, before the update is queued: the collector's own stream then reads the
+        copy only once made, and does not wait for the update."""
         if self.collector.model is not self.model:
             self.collector.model.load_state_dict(self.model.state_dict())
+        if self._stream is not None:
+            self._stream.wait_stream(torch.cuda.current_stream(self.device))
 
     def _iteration(self, n: int) -> dict:
         cfg = self.cfg

@@ -60,6 +60,36 @@ def test_a_silent_peer_under_nccl_is_named_within_the_timeout(monkeypatch):
     comm.wait([_Request(polls=5)], 1.0, peer=2, role="sim")  # a reply in time passes
 
 
+# ProcessGroupNCCL's dtypes (it has no 16-bit integer type).
+NCCL_DTYPES = {torch.int8, torch.uint8, torch.int32, torch.int64, torch.float16, torch.bfloat16, torch.float32,
+               torch.float64, torch.bool}
+
+
+def test_every_dtype_that_travels_goes_as_one_nccl_sends():
+    # The disaggregated wire: depth float16 or uint16 mm, vectors float32, flags bool, sim
+    # seconds float64, command headers int64.
+    for dtype in (torch.float16, torch.uint16, torch.float32, torch.bool, torch.float64, torch.int64):
+        assert comm._wire(torch.zeros(2, 3, dtype=dtype)).dtype in NCCL_DTYPES, dtype
+
+
+def test_phase_timer_waits_for_its_stream_not_the_whole_device(monkeypatch):
+    """A device-wide sync would also wait for NCCL receives posted ahead of the wait."""
+    from dexrl.runtime.collector import PhaseTimer
+
+    class Stream:
+        synced = 0
+
+        def synchronize(self):
+            Stream.synced += 1
+
+    streams = {}
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device: streams.setdefault(device, Stream()))
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: pytest.fail("the whole device was synchronized"))
+    timer = PhaseTimer(torch.device("cuda", 1))
+    timer("inference", 0.0)
+    assert list(streams) == [torch.device("cuda", 1)] and Stream.synced == 1  # that GPU's stream
+
+
 def _silent_under_nccl_worker(rank: int, port: int, out: str):
     os.environ.update(RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     comm.init("gloo", timeout_s=600.0)  # the default group keeps the start-up timeout, as NCCL's does

@@ -255,6 +255,9 @@ def test_a_single_process_run_resumes_on_data_parallel_ranks(tmp_path, capfd):
     assert main(["train", "--resume", str(run), *DP, "--max-iterations", "2"]) == 0
     assert load_checkpoint(run)[0]["iteration"] == 2
     assert "4 worlds on 2 data-parallel ranks: episodes start afresh" in capfd.readouterr().err
+    # Each rank explores with noise of its own, not the single run's generator taken twice.
+    ranks = [load_checkpoint(run / "checkpoints" / f"iter_000002{s}.pt")[0]["torch_rng"] for s in ("", ".rank1")]
+    assert not torch.equal(*ranks)
 
 
 def test_pipelined_disaggregated_run_collects_every_world(tmp_path):
@@ -427,3 +430,15 @@ def test_data_parallel_rank_checkpoints_and_exits_when_its_peer_on_another_node_
     assert nodes[0].returncode != 0 and took < 30, took
     assert "rank 0 (dp): a data-parallel peer failed: connection lost" in err, err[-2000:]
     assert load_checkpoint(run)[0]["iteration"] >= 1  # written on the way out
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: the collector's own stream exists only there")
+def test_overlapped_pipelined_learner_on_cuda_trains_and_resumes(tmp_path):
+    """Sims on CPU, the learner on CUDA with the collector on its own stream beside the update."""
+    run = tmp_path / "cuda_learner"
+    args = ["train", "--preset", "quickstart", *TINY, "--runtime", "disagg", "--sim-ranks", "2",
+            "--set", "learner_device=cuda", "--set", "overlap_update=true", "--set", "pipeline=true"]
+    assert main([*args, "--max-iterations", "2", "--run-dir", str(run)]) == 0
+    assert main(["train", "--resume", str(run), "--max-iterations", "3"]) == 0
+    payload = load_checkpoint(run)[0]
+    assert payload["iteration"] == 3 and all(torch.isfinite(v).all() for v in payload["model"].values())
