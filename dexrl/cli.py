@@ -151,6 +151,7 @@ def cmd_train(a) -> int:
     if cfg.runtime != "single":
         from dexrl.runtime import launch
 
+        launch.check_devices(cfg)
         if comm.launched():
             return launch.run_rank(cfg, run_dir, a.resume)
         argv = _without_option(a.argv, "--run-dir") + ["--run-dir", str(run_dir)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import sys
@@ -94,6 +95,16 @@ def _role(cfg: TrainConfig, rank: int) -> str:
     if cfg.runtime == "disagg":
         return "learner" if rank == cfg.sim_ranks else "sim"
     return "dp"
+
+
+def check_devices(cfg: TrainConfig) -> None:
+    """Before any rank starts: a device this machine lacks is one line here, rather than one
+    failed rank and its peers' reports of it."""
+    for option, name in (("--device", cfg.env.device), ("learner_device", cfg.learner_device)):
+        if name and not re.fullmatch(r"(cpu|cuda)(:\d+)?", name):
+            raise ValueError(f"{option} {name!r}: unknown device; use 'cpu' or 'cuda[:index]'")
+        if name.startswith("cuda") and not torch.cuda.is_available():
+            raise RuntimeError(f"{option} {name!r}: no CUDA device is available on this machine; use cpu")
 
 
 def _device(cfg: TrainConfig, info: comm.DistInfo, requested: str) -> str:
@@ -182,7 +193,9 @@ def _learn(cfg: TrainConfig, info: comm.DistInfo, role: str, device: str, run_di
         from dexrl.runtime.disaggregated import RemoteEnvs
         from dexrl.runtime.single import Trainer
 
-        learner_device = torch.device(cfg.learner_device or device)
+        requested = cfg.learner_device or device
+        # A bare "cuda" means this rank's GPU, as for --device (an index is kept as given).
+        learner_device = torch.device(_device(cfg, info, requested) if requested == "cuda" else requested)
         envs = RemoteEnvs(cfg, list(range(cfg.sim_ranks)), learner_device, cfg.fault_timeout_s)
         # The run's config keeps the sims' device: a resumed run must not move them.
         trainer = Trainer.build(cfg, env=envs, device=learner_device)

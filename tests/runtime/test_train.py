@@ -66,6 +66,19 @@ def test_config_round_trip_and_overrides():
     assert apply_overrides(cfg, ["runtime=disagg", "learner_device=cpu"]).learner_device == "cpu"
 
 
+@pytest.mark.parametrize("option, cause", [
+    ("learner_device=gpu", "learner_device 'gpu': unknown device"),
+    ("env.device=tpu", "--device 'tpu': unknown device"),
+    *([] if torch.cuda.is_available() else [("learner_device=cuda", "learner_device 'cuda': no CUDA device")])])
+def test_a_device_the_machine_lacks_stops_a_multi_process_run_before_any_rank(tmp_path, capsys, option, cause):
+    # Otherwise the learner fails alone and the launcher's last line names a sim rank.
+    args = ["train", "--runtime", "disagg", "--sim-ranks", "2", "--set", option, "--run-dir", str(tmp_path / "r")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"dexrl train: error: {cause}") and err.count("\n") == 1, err
+    assert not (tmp_path / "r" / "ranks").exists()  # no rank was started
+
+
 def test_bad_checkpoint_is_a_clear_error(tmp_path, capsys):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
