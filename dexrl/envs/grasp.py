@@ -146,6 +146,8 @@ class GraspEnv:
         if env_ids is not None:
             mask = torch.zeros_like(mask)
             mask[torch.as_tensor(env_ids, device=self.device)] = True
+        if object_ids is not None:
+            object_ids = torch.as_tensor(object_ids, device=self.device)  # (N,) long
         self._reset_where(mask, object_ids)
         self.physics.kinematics()
         # Only the reset worlds start over: the others keep their last step's velocities.

@@ -27,6 +27,10 @@ _WIRE_VIEW = {torch.bool: torch.uint8, torch.uint16: torch.uint8}
 # Start-up allowance for any rank (scene compilation and first kernel builds on a sim,
 # building the trainer on a learner), whatever the fault timeouts: a cold cache takes minutes.
 STARTUP_TIMEOUT_S = 1800.0
+# NCCL errors (a peer gone) abort the communicators but leave the process to the caller
+# ("clean-up only"): the request then fails, and the rank names its peer and writes its
+# checkpoint, where torch's launcher default ("tear down") has the watchdog kill the process.
+NCCL_ERROR_HANDLING = ("TORCH_NCCL_ASYNC_ERROR_HANDLING", "2")
 
 
 class RankFailure(RuntimeError):

@@ -42,7 +42,10 @@ def start(argv: list[str], cfg: TrainConfig, run_dir: Path, rdzv_endpoint: str |
     # A killed rank leaves semaphores behind; Python's resource tracker would otherwise print
     # a warning after our one-line report.
     os.environ.setdefault("PYTHONWARNINGS", "ignore:resource_tracker:UserWarning")
-    with _env_default(THREADS_ENV, str(learner_threads(cfg))):  # the spawned ranks inherit it
+    # The spawned ranks inherit these. NCCL_ERROR_HANDLING: torch's launcher would otherwise
+    # choose the mode in which NCCL's watchdog kills a rank on a peer's error (untested: no
+    # multi-GPU machine so far).
+    with _env_default(THREADS_ENV, str(learner_threads(cfg))), _env_default(*comm.NCCL_ERROR_HANDLING):
         failure = comm.launch_local(main, (argv,), world_size(cfg), endpoint, uuid.uuid4().hex[:8])
     if failure is None:
         return 0

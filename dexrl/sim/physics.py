@@ -38,7 +38,7 @@ def warp_device(device: str | torch.device) -> wp.context.Device:
     if name.startswith("cuda"):
         if not torch.cuda.is_available() or wp.get_cuda_device_count() == 0:
             raise DeviceError(f"device {name!r} was requested but no CUDA device is available; use --device cpu")
-        name = name if ":" in name else "cuda:0"
+        name = name if ":" in name else f"cuda:{torch.cuda.current_device()}"  # as torch reads "cuda"
     elif name != "cpu":
         raise DeviceError(f"unknown device {name!r}; use 'cpu' or 'cuda[:index]'")
     return wp.get_device(name)
@@ -52,7 +52,7 @@ class BatchedPhysics:
     """
 
     def __init__(self, scene: Scene, num_worlds: int, device: str = "cpu", nconmax_per_world: int = 48,
-                 njmax_per_world: int = 160, naccdmax_per_world: int | None = None, cuda_graph: bool = True):
+                 njmax_per_world: int = 160, naccdmax_per_world: int | None = None, graph: bool = True):
         self.scene, self.num_worlds = scene, num_worlds
         self.wp_device = warp_device(device)
         self.device = torch.device(wp.device_to_torch(self.wp_device))
@@ -67,7 +67,9 @@ class BatchedPhysics:
         # Hitting the line-search cap is benign (the step still improves); don't print it.
         self.model.opt.warn_overflow &= ~int(mjw.OverflowType.LS_ITERATIONS)
         self._graphs: dict[int, object] = {}
-        self._use_graph = cuda_graph and self.wp_device.is_cuda
+        # The substeps of a step as one Warp graph, replayed: on CUDA a CUDA graph; on the CPU
+        # Warp's recorded launches, twice as fast as launching from Python (docs/results.md).
+        self._use_graph = graph
         m, d = self.model, self.data
         t = wp.to_torch
         # State views, (N, ...) each.
@@ -96,7 +98,8 @@ class BatchedPhysics:
                 self.kinematics()
                 return
             if substeps not in self._graphs:
-                self._substeps(substeps)  # compile kernels outside the capture
+                # Capturing runs nothing (kernels are built during it: Warp's CPU recording,
+                # CUDA drivers >= 12.3); the launch below is this call's only step.
                 with wp.ScopedCapture() as capture:
                     self._substeps(substeps)
                 self._graphs[substeps] = capture.graph

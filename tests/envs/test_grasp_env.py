@@ -197,6 +197,8 @@ def test_object_reassignment(fresh):
     assert env.randomizer.object_id.tolist() == ids.tolist()
     # The critic sees the held object's shape descriptor: 46 joint + 10 palm + 24 tip + 13 object -> [93, 104).
     torch.testing.assert_close(obs["critic"][:, 93:104], torch.as_tensor(s.props.descriptor[ids]))
+    env.reset(object_ids=[1, 2, 3, 4])  # a list (or ids on another device) lands on the env's device
+    assert env.randomizer.object_id.tolist() == [1, 2, 3, 4]
 
 
 def test_bad_actions_fail_clearly(fresh):

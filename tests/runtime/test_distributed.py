@@ -136,6 +136,18 @@ def test_a_silent_peer_is_killed_only_when_it_runs_on_this_host(tmp_path, monkey
         peer.wait()
 
 
+def test_launched_ranks_get_nccl_errors_as_failed_requests(tmp_path, monkeypatch):
+    monkeypatch.delenv(comm.NCCL_ERROR_HANDLING[0], raising=False)
+    seen = {}
+    monkeypatch.setattr(comm, "launch_local", lambda *args: seen.update(os.environ) or None)
+    assert launch.start([], TrainConfig(runtime="dp", ranks=2), tmp_path, None) == 0
+    assert seen[comm.NCCL_ERROR_HANDLING[0]] == "2"  # not the launcher's "1": the watchdog would kill
+    assert comm.NCCL_ERROR_HANDLING[0] not in os.environ  # for the ranks only
+    monkeypatch.setenv(comm.NCCL_ERROR_HANDLING[0], "3")  # a user's own choice stands
+    launch.start([], TrainConfig(runtime="dp", ranks=2), tmp_path, None)
+    assert seen[comm.NCCL_ERROR_HANDLING[0]] == "3"
+
+
 def test_a_failure_diagnosed_in_an_earlier_launch_is_not_reported_again(tmp_path, monkeypatch, capsys):
     """A resumed run directory still holds the last launch's ranks/failure.json."""
     (tmp_path / "ranks").mkdir()
