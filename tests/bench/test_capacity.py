@@ -9,6 +9,7 @@ import torch
 import dexrl.bench.capacity as cap
 import dexrl.bench.capacity.validate as cap_validate
 from dexrl.bench.capacity import Budget, Parts
+from dexrl.config.train import preset as load_preset
 
 torch.set_num_threads(1)
 RES = "80x60"  # the quickstart preset's camera; its small network keeps the learner probe fast
@@ -230,3 +231,24 @@ def test_cli_prints_both_storages_and_json_last(capsys):
     assert {"dp_total", "disagg_total", "ratio"} <= set(row) and row["image_storage"] == "host"
     assert row["disagg_total"] == row["by_image_storage"]["host"]["disagg_total"]
     assert any("rollout images in host memory" in line for line in out)
+
+
+def test_validate_plan_yields_each_check_and_bounds_each_process(monkeypatch):
+    """On a lent GPU each role is one device call: a process that overruns is reported, not
+    waited for, and checks already made are not lost with a call cut short."""
+    import subprocess
+
+    ran = []
+
+    def run(cmd, **kwargs):
+        ran.append(json.loads(cmd[-1])["num_envs"])
+        raise subprocess.TimeoutExpired(cmd, kwargs["timeout"])
+
+    monkeypatch.setattr(cap_validate.subprocess, "run", run)
+    plan = {"sim_max_per_gpu": 1000, "learner_max_total": 2000, "dp_per_gpu": 500}
+    checks = cap.validate_plan(plan, RES, device="cpu", preset="quickstart", roles=("learner",), timeout_s=7)
+    first = next(checks)  # one process has run, the +10% one not yet
+    assert ran == [2000] and first["at"] == "predicted" and first["role"] == "learner"
+    assert first["fits"] is None and first["error"] == "no result within 7 s"
+    num_minibatches = load_preset("quickstart").ppo.num_minibatches
+    assert [c["num_envs"] for c in checks] == [-(-2200 // num_minibatches) * num_minibatches]

@@ -14,4 +14,11 @@ pathlib.Path('/tmp/site/warp/bin/warp.so').write_bytes(lzma.decompress(data))
 if [ -f .dev/c/warp-clang.so.xz ]; then  # optional third part: Warp's CPU device
   python3 -c "import lzma, pathlib; pathlib.Path('/tmp/site/warp/bin/warp-clang.so').write_bytes(lzma.decompress(pathlib.Path('.dev/c/warp-clang.so.xz').read_bytes()))"
 fi
-PYTHONPATH=/tmp/site:$PWD python3 -c "import warp, mujoco, mujoco_warp, dexrl; warp.init(); print('device ready: warp', warp.config.version, 'mujoco', mujoco.__version__)"
+# Warp without a CUDA device (a driver older than its wheel's toolkit) would only warn, and
+# every stage would then stop at its first --device cuda.
+PYTHONPATH=/tmp/site:$PWD python3 -c "
+import warp, mujoco, mujoco_warp, dexrl
+warp.init()
+assert warp.get_cuda_device_count() > 0, 'Warp sees no CUDA device (driver too old for this warp-lang wheel?)'
+print('device ready: warp', warp.config.version, 'mujoco', mujoco.__version__, 'cpu device:', warp.is_cpu_available())
+"

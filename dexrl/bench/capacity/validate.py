@@ -9,6 +9,7 @@ import math
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 
 import torch
 
@@ -105,10 +106,14 @@ def validate_role(role: str, num_envs: int, resolution: str, device: str = "cuda
     return result
 
 
-def _validate_isolated(kwargs: dict) -> dict:
+def _validate_isolated(kwargs: dict, timeout_s: float) -> dict:
     code = ("import json, sys; from dexrl.bench.capacity import validate_role; "
             "print(json.dumps(validate_role(**json.loads(sys.argv[1]))))")
-    proc = subprocess.run([sys.executable, "-c", code, json.dumps(kwargs)], capture_output=True, text=True)
+    try:
+        proc = subprocess.run([sys.executable, "-c", code, json.dumps(kwargs)], capture_output=True, text=True,
+                              timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return {**kwargs, "fits": None, "error": f"no result within {timeout_s:g} s"}
     if proc.returncode != 0:  # a native abort; out of memory if it says so, else unknown
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         fits = False if _is_oom(RuntimeError(proc.stderr)) else None
@@ -117,14 +122,16 @@ def _validate_isolated(kwargs: dict) -> dict:
 
 
 def validate_plan(result: dict, resolution: str, device: str = "cuda", preset: str = "teacher-depth",
-                  budget_gib: float | None = None, over: float = 0.10) -> list[dict]:
-    """Each role at its predicted maximum and `over` above (rounded up to whole minibatches),
-    each in a fresh process, with the plan's image storage and overlap_update; "fits" is None
-    where the process died for another reason."""
+                  budget_gib: float | None = None, over: float = 0.10, roles: tuple[str, ...] = ROLES,
+                  timeout_s: float = 240.0) -> Iterator[dict]:
+    """Each role of ``roles`` at its predicted maximum and ``over`` above (rounded up to whole
+    minibatches), each in a fresh process given ``timeout_s``, with the plan's image storage
+    and overlap_update; "fits" is None where the process died for another reason or did not
+    finish. Yields each check as it ends, so that a caller cut short keeps the ones before."""
     num_minibatches = load_preset(preset).ppo.num_minibatches
     predicted = {"sim": result["sim_max_per_gpu"], "learner": result["learner_max_total"], "dp": result["dp_per_gpu"]}
-    checks = []
-    for role, n in predicted.items():
+    for role in roles:
+        n = predicted[role]
         above = int(math.ceil(n * (1 + over) / num_minibatches)) * num_minibatches
         for count, label in ((n, "predicted"), (above, f"+{over:.0%}")):
             if count <= 0:
@@ -132,5 +139,4 @@ def validate_plan(result: dict, resolution: str, device: str = "cuda", preset: s
             kwargs = {"role": role, "num_envs": count, "resolution": resolution, "device": device,
                       "preset": preset, "budget_gib": budget_gib, "image_storage": result.get("image_storage"),
                       "overlap_update": result.get("overlap_update")}
-            checks.append({"at": label, **_validate_isolated(kwargs)})
-    return checks
+            yield {"at": label, **_validate_isolated(kwargs, timeout_s)}
