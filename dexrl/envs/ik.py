@@ -68,7 +68,9 @@ def dls_step(jac: torch.Tensor, err: torch.Tensor, damping: float = 0.05) -> tor
     """dq = J^T (J J^T + lambda^2 I)^-1 e, batched: (N, 6, J), (N, 6) -> (N, J)."""
     jjt = jac @ jac.transpose(1, 2)  # (N, 6, 6)
     eye = torch.eye(jac.shape[1], device=jac.device, dtype=jac.dtype)
-    x = torch.linalg.solve(jjt + damping**2 * eye, err.unsqueeze(-1))  # (N, 6, 1)
+    # solve_ex: the damped matrix is positive definite, so skip solve's singularity check,
+    # which would wait for the GPU on every step.
+    x = torch.linalg.solve_ex(jjt + damping**2 * eye, err.unsqueeze(-1))[0]  # (N, 6, 1)
     return (jac.transpose(1, 2) @ x).squeeze(-1)
 
 
