@@ -2,10 +2,13 @@
 
 NCCL when every rank has its own CUDA device, gloo otherwise. Point-to-point tensors travel
 with non-blocking isend/irecv into preallocated buffers; a wait that outlives the fault
-timeout raises RankFailure naming the peer. Under NCCL every wait polls the request's
-completion from the host: NCCL's own wait() does not block the host (it only orders the
-current CUDA stream after the request), and its own timeout ends in its watchdog aborting the
-process, before the rank could name its peer or write a checkpoint.
+timeout raises RankFailure naming the peer. Waits poll the request's completion from the
+host against that timeout (point-to-point under NCCL; collectives past start-up under both
+backends, so the gloo runs of the tests take the same path): NCCL's own timeouts end in its
+watchdog tearing the communicator (and, by torch's launcher default, the process) down, before
+the rank could name its peer or write a checkpoint. The cost under NCCL: the host waits for
+each data-parallel collective before it queues what follows (a sync per minibatch, where the
+adaptive learning rate reads the KL anyway).
 """
 
 from __future__ import annotations
@@ -147,8 +150,7 @@ def _completed_within(work, timeout_s: float) -> bool:
     """Poll ``work.is_completed()`` from the host for at most ``timeout_s``. Sleeps grow from
     20 us to 0.2 ms while a step's reply may come any moment (a millisecond's lag per step
     would cost a GPU run several percent), then to 10 ms once the wait has lasted a second (a
-    sim waiting out the learner's update), so an idle rank leaves its core alone. (Gloo's
-    point-to-point requests complete only inside wait(), which takes a timeout.)"""
+    sim waiting out the learner's update), so an idle rank leaves its core alone."""
     start = time.monotonic()
     deadline, pause = start + timeout_s, 2e-5
     while not work.is_completed():
@@ -176,7 +178,8 @@ def irecv(buffers: list[torch.Tensor], src: int) -> list:
 
 def wait(works: list, timeout_s: float, peer: int, role: str) -> None:
     """Wait for every request; a dead or silent peer becomes RankFailure within timeout_s."""
-    poll = dist.get_backend() == "nccl"  # see the module's docstring
+    # Gloo's point-to-point requests complete only inside wait(), which takes the timeout.
+    poll = dist.get_backend() == "nccl"
     for work in works:
         try:
             if poll and not _completed_within(work, timeout_s):

@@ -108,6 +108,9 @@ def check_devices(cfg: TrainConfig) -> None:
             raise ValueError(f"{option} {name!r}: unknown device; use 'cpu' or 'cuda[:index]'")
         if name.startswith("cuda") and not torch.cuda.is_available():
             raise RuntimeError(f"{option} {name!r}: no CUDA device is available on this machine; use cpu")
+        index = name.partition(":")[2]
+        if name.startswith("cuda") and index and int(index) >= torch.cuda.device_count():
+            raise RuntimeError(f"{option} {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
 
 
 def _device(cfg: TrainConfig, info: comm.DistInfo, requested: str) -> str:
@@ -197,7 +200,8 @@ def _learn(cfg: TrainConfig, info: comm.DistInfo, role: str, device: str, run_di
         from dexrl.runtime.single import Trainer
 
         requested = cfg.learner_device or device
-        # A bare "cuda" means this rank's GPU, as for --device (an index is kept as given).
+        # A bare "cuda" is resolved as --device is (this rank's GPU): torch would read it as the
+        # current device, which is GPU 0 under gloo; an explicit index is the user's choice.
         learner_device = torch.device(_device(cfg, info, requested) if requested == "cuda" else requested)
         envs = RemoteEnvs(cfg, list(range(cfg.sim_ranks)), learner_device, cfg.fault_timeout_s)
         # The run's config keeps the sims' device: a resumed run must not move them.

@@ -19,11 +19,10 @@ class _Request:
     wait() returns at once, as NCCL's does: it only orders the current CUDA stream."""
 
     def __init__(self, polls: int | None):
-        self.polls, self.asked, self.times = polls, 0, []
+        self.polls, self.asked = polls, 0
 
     def is_completed(self) -> bool:
         self.asked += 1
-        self.times.append(time.monotonic())
         return self.polls is not None and self.asked > self.polls
 
     def wait(self, timeout=None) -> bool:
@@ -36,17 +35,31 @@ def test_polling_returns_once_the_request_completes():
     assert request.asked == 4  # three misses, then done: no poll after completion
 
 
-def test_polling_gives_up_at_the_timeout_polling_finely_then_coarsely():
-    request = _Request(polls=None)
-    start = time.monotonic()
-    assert not comm._completed_within(request, timeout_s=1.5)
-    assert 1.5 <= time.monotonic() - start < 1.5 + 0.25  # no sleep runs (much) past the deadline
-    gaps = [(t - start, t - s) for s, t in zip(request.times, request.times[1:])]  # (since start, gap)
-    early = sorted(g for at, g in gaps if at < 0.9)
-    late = sorted(g for at, g in gaps if at > 1.2)
-    # Sleeps of 0.2 ms while a reply may come any moment, of 10 ms once the wait is long
-    # (medians, so that a loaded machine's late wake-ups do not decide).
-    assert early[len(early) // 2] < 2e-3 and late[len(late) // 2] > 5e-3, (early[len(early) // 2], late)
+class _Clock:
+    """comm's time module, standing still but for the sleeps asked of it."""
+
+    def __init__(self):
+        self.now, self.sleeps = 100.0, []  # (when, seconds) of every sleep
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append((self.now - 100.0, seconds))
+        self.now += seconds
+
+
+def test_polling_sleeps_finely_then_coarsely_and_gives_up_at_the_timeout(monkeypatch):
+    clock = _Clock()
+    monkeypatch.setattr(comm, "time", clock)
+    assert not comm._completed_within(_Request(polls=None), timeout_s=1.5)
+    assert clock.now - 100.0 == pytest.approx(1.5)  # the last sleep ends at the deadline, not after
+    first = [s for _, s in clock.sleeps[:5]]
+    assert first == pytest.approx([2e-5, 4e-5, 8e-5, 1.6e-4, 2e-4])  # doubling up to 0.2 ms
+    early = [s for at, s in clock.sleeps if at < 1.0]
+    late = [s for at, s in clock.sleeps if at > 1.1]
+    # 0.2 ms sleeps while a reply may come any moment; 10 ms once the wait is long.
+    assert max(early) == pytest.approx(2e-4) and late[:-1] == pytest.approx([1e-2] * (len(late) - 1))
 
 
 def test_a_silent_peer_under_nccl_is_named_within_the_timeout(monkeypatch):

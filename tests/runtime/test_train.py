@@ -79,6 +79,17 @@ def test_a_device_the_machine_lacks_stops_a_multi_process_run_before_any_rank(tm
     assert not (tmp_path / "r" / "ranks").exists()  # no rank was started
 
 
+def test_a_gpu_index_the_machine_lacks_is_refused_before_launch(monkeypatch):
+    from dexrl.config.train import TrainConfig
+    from dexrl.runtime import launch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    launch.check_devices(TrainConfig(runtime="disagg", learner_device="cuda:1"))  # exists
+    with pytest.raises(RuntimeError, match="learner_device 'cuda:2': this machine has 2 CUDA device"):
+        launch.check_devices(TrainConfig(runtime="disagg", learner_device="cuda:2"))
+
+
 def test_bad_checkpoint_is_a_clear_error(tmp_path, capsys):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")

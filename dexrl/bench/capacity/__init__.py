@@ -29,8 +29,9 @@ N = min(N_sim, N_learner / (gpus - 1)); counts rounded down to `multiple` (defau
 fixed costs and the same storage for both, the ratio is <= 1: disaggregation wins only by not
 paying fixed costs on every GPU, or by moving the rollout images off its one learner GPU.
 
-Validating on a lent GPU (`validate`): `validate_plan(result, resolution, device="cuda", budget_gib=48)`
-runs each role at its predicted maximum and 10 % above, each in a fresh process, with a ballast
+Validating on a lent GPU (`validate`): `for check in validate_plan(result, resolution, device="cuda",
+budget_gib=48, roles=("sim",))` runs each role at its predicted maximum and 10 % above, each in
+a fresh process (yielded as each ends: one device call may not hold every role), with a ballast
 tensor making a larger card behave like a `budget_gib` one. Record the table in docs/results.md.
 """
 

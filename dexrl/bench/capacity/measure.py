@@ -307,7 +307,7 @@ def measure_learner(cfg: TrainConfig, device: torch.device, probe: tuple[int, in
             infer[n] = torch_peak_bytes(act, device)[0]
             model.encoder.chunk = 1  # one image at a time: what remains grows with every env
             infer_rest[n] = torch_peak_bytes(act, device)[0]
-        storage = None  # freed before the next size is measured
+        storage = None  # freed before the next size (not del: the update's lambda names it)
         _free(device)
     params = sum(q.numel() * q.element_size() for q in model.parameters())
     # The update phase's peak is the saved activations (exactly linear in the minibatch) plus
