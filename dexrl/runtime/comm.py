@@ -134,10 +134,6 @@ def _control_group():
     return _steady.group if _steady is not None else None
 
 
-def _device_for(group) -> torch.device:
-    return torch.device("cpu") if group is not None else wire_device()
-
-
 def _finish(work) -> None:
     """Wait for a collective's request. Past start-up, a request that does not complete within
     the fault timeout means a silent peer: it is named (after the check-in at the store)."""
@@ -182,10 +178,10 @@ def wait(works: list, timeout_s: float, peer: int, role: str) -> None:
     poll = dist.get_backend() == "nccl"
     for work in works:
         try:
-            if poll and not _completed_within(work, timeout_s):
+            if not (_completed_within(work, timeout_s) if poll else work.wait(timedelta(seconds=timeout_s))):
                 raise RankFailure(peer, role, f"no reply within {timeout_s:g} s")
-            if not work.wait(timedelta(seconds=timeout_s)):
-                raise RankFailure(peer, role, f"no reply within {timeout_s:g} s")
+            if poll:
+                work.wait()  # raises NCCL's error; orders the current stream after the request
         except RankFailure:
             raise
         except RuntimeError as exc:
@@ -326,7 +322,7 @@ def all_gather_object(obj) -> list:
 @_collective
 def all_reduce_min(x: torch.Tensor) -> torch.Tensor:
     group = _control_group()
-    y = x.to(_device_for(group), copy=True)
+    y = x.to(torch.device("cpu") if group is not None else wire_device(), copy=True)  # gloo: host memory
     _finish(dist.all_reduce(y, op=dist.ReduceOp.MIN, group=group, async_op=True))
     return y.to(x.device)
 

@@ -85,30 +85,27 @@ class BatchedPhysics:
         self._overflow = t(d.overflow)  # (N,) int32 OverflowType bits, sticky until cleared
         self.qpos0 = torch.as_tensor(mjm.qpos0, device=self.device, dtype=self.qpos.dtype)  # (nq,)
 
-    def _substeps(self, n: int) -> None:
-        for _ in range(n):
-            mjw.step(self.model, self.data)
+    def _substep(self) -> None:
+        """One physics step. The graph holds one substep, launched once for each: a graph keeps
+        the scratch of every step it records (164 KiB a world at 160x120 with one, 257 with
+        two; docs/results.md), at the same speed."""
+        if self._graph is not None:
+            wp.capture_launch(self._graph)
+            return
+        # Eagerly the first time, so kernel builds and lazy buffers happen outside the
+        # capture; capturing then records the same launches and runs nothing.
+        mjw.step(self.model, self.data)
+        if self._use_graph:
+            with wp.ScopedCapture() as capture:
+                mjw.step(self.model, self.data)
+            self._graph = capture.graph
 
     def step(self, substeps: int) -> None:
         """Advance every world by ``substeps`` physics steps, then bring positions and cameras
         up to date (MuJoCo's derived fields otherwise lag the state by one substep)."""
         with wp.ScopedDevice(self.wp_device):
-            if not self._use_graph:
-                self._substeps(substeps)
-                self.kinematics()
-                return
-            if self._graph is None:
-                # The first substep runs eagerly, so kernel builds and lazy buffers happen
-                # outside the capture; capturing then records the same launches and runs nothing.
-                self._substeps(1)
-                with wp.ScopedCapture() as capture:
-                    self._substeps(1)
-                self._graph, substeps = capture.graph, substeps - 1
-            # One substep per graph, launched again for each: a graph keeps the scratch of every
-            # step it holds (a sim's memory per world: 160 KiB eager, 171 with a one-substep
-            # graph, 264 with two substeps in one; 64 worlds, CPU), at the same speed.
             for _ in range(substeps):
-                wp.capture_launch(self._graph)
+                self._substep()
             self.kinematics()
 
     def take_overflow(self) -> torch.Tensor:

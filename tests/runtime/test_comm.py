@@ -16,7 +16,8 @@ from dexrl.runtime import comm
 
 class _Request:
     """A request that completes after ``polls`` calls of is_completed() (never: None). Its
-    wait() returns at once, as NCCL's does: it only orders the current CUDA stream."""
+    wait() returns at once, as NCCL's does without a timeout: it only orders the current CUDA
+    stream after the request."""
 
     def __init__(self, polls: int | None):
         self.polls, self.asked = polls, 0
@@ -63,8 +64,8 @@ def test_polling_sleeps_finely_then_coarsely_and_gives_up_at_the_timeout(monkeyp
 
 
 def test_a_silent_peer_under_nccl_is_named_within_the_timeout(monkeypatch):
-    # NCCL's wait() would return at once and the next use of the buffer would block until
-    # its watchdog aborts the process: the poll turns silence into a RankFailure instead.
+    # Were the host to rely on NCCL's own waiting, silence would end in its watchdog tearing
+    # the process down: the poll turns it into a RankFailure naming the peer instead.
     monkeypatch.setattr(dist, "get_backend", lambda group=None: "nccl")
     start = time.monotonic()
     with pytest.raises(comm.RankFailure, match="sim rank 2 failed: no reply within 0.2 s"):
