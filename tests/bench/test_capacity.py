@@ -54,6 +54,8 @@ def test_plan_learner_bound_by_hand():
     # 60 per sim GPU, 180 in total: 180 / 640
     assert (r["disagg_per_gpu"], r["disagg_total"], r["disagg_bound"]) == (60, 180, "learner")
     assert r["ratio"] == pytest.approx(180 / 640)
+    # ceiling: 3 sim GPUs x 450, as if the learner held every rollout: 1350 / 640
+    assert r["ratio_ceiling"] == pytest.approx(1350 / 640)
     # inference 2 B/env beats the update's 1 B/env: learner 100 + 4n + 2n <= 1000 -> 150
     r = cap.plan(Parts(**{**vars(p), "inference_per_env": 2}), b)
     assert (r["learner_max_total"], r["disagg_total"]) == (150, 150)
@@ -135,6 +137,7 @@ def test_without_fixed_costs_disaggregation_never_holds_more_worlds():
         b = Budget(gpus=rng.randint(2, 8), gpu_mem_bytes=1e6, sim_overhead_bytes=0, context_bytes=0, multiple=1)
         r = cap.plan(p, b)
         assert r["disagg_total"] <= r["dp_total"] + b.gpus
+        assert r["ratio"] <= r["ratio_ceiling"]
 
 
 def test_budget_needs_two_gpus():
@@ -231,6 +234,7 @@ def test_cli_prints_both_storages_and_json_last(capsys):
     assert {"dp_total", "disagg_total", "ratio"} <= set(row) and row["image_storage"] == "host"
     assert row["disagg_total"] == row["by_image_storage"]["host"]["disagg_total"]
     assert any("rollout images in host memory" in line for line in out)
+    assert any(line.split()[:2] == ["ceiling", format(row["ratio_ceiling"], ".2f")] for line in out)
 
 
 def test_validate_plan_yields_each_check_and_bounds_each_process(monkeypatch):

@@ -25,7 +25,8 @@ Roles (budget = gpu_mem_bytes per GPU), in `plan`:
   learner      context + learner fixed + N (device storage + policy state + transit) + max(update, inference)
   host         (image storage 'host') the node's learners' images: gpus x N_dp or N_disagg x images
 DP: total = gpus x N_dp. Disaggregated: gpus - 1 sim ranks and one learner, each sim rank at
-N = min(N_sim, N_learner / (gpus - 1)); counts rounded down to `multiple` (default 64). With no
+N = min(N_sim, N_learner / (gpus - 1)); counts rounded down to `multiple` (default 64);
+`ratio_ceiling` = (gpus - 1) N_sim / DP total, what no learner can lift. With no
 fixed costs and the same storage for both, the ratio is <= 1: disaggregation wins only by not
 paying fixed costs on every GPU, or by moving the rollout images off its one learner GPU.
 

@@ -163,12 +163,15 @@ def plan(p: Parts, b: Budget) -> dict:
                       max_worlds(lambda n: n * host, b.host_mem_bytes, b.multiple * sims))
     per_sim = min(sim_max, learner_max // sims)
     total = per_sim * sims
+    dp_total = dp * b.gpus
     return {
         "image_storage": b.image_storage, "overlap_update": b.overlap_update,
-        "dp_per_gpu": dp, "dp_total": dp * b.gpus, "dp_bound": "host" if dp_host < dp_gpu else "gpu",
+        "dp_per_gpu": dp, "dp_total": dp_total, "dp_bound": "host" if dp_host < dp_gpu else "gpu",
         "sim_max_per_gpu": sim_max, "learner_max_total": learner_max,
-        "disagg_per_gpu": per_sim, "disagg_total": total, "ratio": total / (dp * b.gpus) if dp else None,
+        "disagg_per_gpu": per_sim, "disagg_total": total, "ratio": total / dp_total if dp else None,
         "disagg_bound": "learner" if learner_max // sims < sim_max else "sim",
+        # What no learner can lift: the sim GPUs full, as if one GPU held every rollout.
+        "ratio_ceiling": sims * sim_max / dp_total if dp else None,
     }
 
 
@@ -184,12 +187,14 @@ def _b(x: float | None) -> str:
 def _table_one(result: dict, b: Budget) -> list[str]:
     r = result
     ratio = "n/a (no DP rank fits)" if r["ratio"] is None else format(r["ratio"], ".2f")
+    ceiling = "n/a" if r["ratio_ceiling"] is None else format(r["ratio_ceiling"], ".2f")
     return [
         f"    {'data parallel':<20}{r['dp_per_gpu']:>12,}{r['dp_total']:>12,}   ({r['dp_bound']}-bound)",
         f"    {'disaggregated':<20}{r['disagg_per_gpu']:>12,}{r['disagg_total']:>12,}   "
         f"({b.gpus - 1} sim GPUs; {r['disagg_bound']}-bound: sim max {r['sim_max_per_gpu']:,}/GPU, "
         f"learner max {r['learner_max_total']:,})",
         f"    {'ratio':<20}{ratio:>24}",
+        f"    {'ceiling':<20}{ceiling:>24}   (the sim GPUs full, whatever the learner holds)",
     ]
 
 
