@@ -114,7 +114,10 @@ class PPOConfig:
     # accumulate over the micro-batches (each weighted by its share of the minibatch), so the
     # step is the same up to float rounding while update memory stays a fixed cost.
     microbatch_envs: int = 0
-    bf16: bool = True  # bf16 autocast for the update; only effective on CUDA
+    # The image encoder under bf16 autocast, acting and updating alike (CUDA only). The rest
+    # of the network stays float32: the update then re-scores actions as the collection did
+    # (PPO's ratio starts at 1), which a bf16 LSTM and heads would not at a small action std.
+    bf16: bool = True
 
     def __post_init__(self) -> None:
         for name in ("num_steps", "num_epochs", "num_minibatches", "seq_length"):

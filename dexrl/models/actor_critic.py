@@ -11,6 +11,8 @@ stay frozen while acting and updating (the learner refreshes them once per itera
 so the log-probabilities recomputed in the update match the collected ones exactly.
 The critic predicts *normalized* values; `act` returns them de-normalized (real scale).
 Normalizers are injected (see dexrl.rl.build_actor_critic); the defaults are identities.
+Precision: only the image encoder may run in bf16 (`encoder_bf16`, CUDA), alike when acting
+and updating; everything after the embedding is float32.
 """
 
 from __future__ import annotations
@@ -92,6 +94,7 @@ class ActorCritic(nn.Module):
         cfg: ModelConfig,
         obs_normalizer: nn.Module | None = None,
         value_normalizer: nn.Module | None = None,
+        encoder_bf16: bool = False,
     ) -> None:
         super().__init__()
         self.spec = spec
@@ -102,7 +105,7 @@ class ActorCritic(nn.Module):
         in_dim = spec.policy_vector_dim
         if spec.image_key is not None:
             self.encoder = DepthEncoder(spec.image_shape, cfg.encoder_channels, cfg.encoder_kernels, cfg.encoder_strides,
-                                        cfg.embed_dim, cfg.encoder_chunk)
+                                        cfg.embed_dim, cfg.encoder_chunk, encoder_bf16)
             in_dim += cfg.embed_dim
         self.policy_trunk = build_trunk(cfg.actor_kind, in_dim, cfg.lstm_hidden, cfg.lstm_layers, cfg.mlp, cfg.activation, "policy")
         self.mean_head = nn.Linear(self.policy_trunk.out_dim, spec.action_dim)

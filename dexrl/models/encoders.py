@@ -14,6 +14,7 @@ padding that leaves a 1-pixel output. This keeps paper shapes exact and tiny ima
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -39,9 +40,19 @@ def conv_plan(
     return plan
 
 
+def bf16_autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA; a no-op elsewhere (CPU bf16 would only be slower here)."""
+    if enabled and device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 class DepthEncoder(nn.Module):
-    """(B, C, H, W) depth -> (B, embed_dim) embedding. Depth in float metres, or compact
-    (float16 metres, uint16 millimetres; see depth_codec): decoded here, one chunk at a time."""
+    """(B, C, H, W) depth -> (B, embed_dim) float32 embedding. Depth in float metres, or compact
+    (float16 metres, uint16 millimetres; see depth_codec): decoded here, one chunk at a time.
+    bf16: the convs and the projection under bf16 autocast (CUDA), when acting as when
+    updating: the bulk of the update's activations, halved, while whatever follows the
+    embedding runs float32, so the update re-scores actions as they were scored when acting."""
 
     def __init__(
         self,
@@ -51,10 +62,12 @@ class DepthEncoder(nn.Module):
         strides: tuple[int, ...] = (2, 2, 2, 2),
         embed_dim: int = 32,
         chunk: int = 0,
+        bf16: bool = False,
     ) -> None:
         super().__init__()
         in_ch, h, w = image_shape
         self.chunk = chunk  # images per forward without autograd (0: all); see ModelConfig.encoder_chunk
+        self.bf16 = bf16
         self.image_shape = tuple(image_shape)
         self.plan = conv_plan((h, w), tuple(kernels), tuple(strides))
         layers: list[nn.Module] = []
@@ -79,7 +92,9 @@ class DepthEncoder(nn.Module):
         return self._encode(depth)
 
     def _encode(self, depth: torch.Tensor) -> torch.Tensor:
-        # The convs want the weights' dtype (autocast still lowers them to bf16 on CUDA).
+        # The convs want the weights' dtype (autocast still lowers them to bf16).
         x = decode_depth(depth).to(self.proj.weight.dtype)  # (B, C, H, W)
-        x = self.convs(x)  # (B, C4, H4, W4)
-        return self.proj(x.flatten(1))  # (B, C4 * H4 * W4) -> (B, embed_dim)
+        with bf16_autocast(x.device, self.bf16):
+            x = self.convs(x)  # (B, C4, H4, W4)
+            embed = self.proj(x.flatten(1))  # (B, C4 * H4 * W4) -> (B, embed_dim)
+        return embed.float()

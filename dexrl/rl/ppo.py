@@ -11,7 +11,6 @@ Loss (rl_games form, so `critic_coef = 4` means what it means in the paper's lin
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -91,13 +90,6 @@ def adaptive_lr(lr: float, kl: float, cfg: PPOConfig) -> float:
 def linear_lr(cfg: PPOConfig, iteration: int, max_iterations: int) -> float:
     """lr * (1 - iteration / max_iterations), never below lr_min."""
     return max(cfg.lr * (1.0 - iteration / max_iterations), cfg.lr_min)
-
-
-def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA; a no-op elsewhere (CPU bf16 would only be slower here)."""
-    if enabled and device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 # ---- the updater ---------------------------------------------------------------------
@@ -196,8 +188,7 @@ class PPO:
     def _losses(self, mb: Minibatch) -> dict[str, torch.Tensor]:
         """Loss terms (ppo_losses) of one (micro-)batch, plus its detached KL to the collection policy."""
         model = self.model
-        with autocast(self.device, self.cfg.bf16):
-            ev = model.evaluate(mb.obs, mb.actions, mb.states, mb.resets)
+        ev = model.evaluate(mb.obs, mb.actions, mb.states, mb.resets)
         vn = model.value_normalizer
         terms = ppo_losses(
             ev.log_prob, mb.log_probs, mb.advantages, ev.value, vn.normalize(mb.values), vn.normalize(mb.returns),
@@ -219,8 +210,7 @@ class PPO:
         ids = torch.arange(storage.num_envs, device=storage.device)
         for part in ids.split(self.cfg.microbatch_envs or storage.num_envs):
             mb = storage.gather(part)
-            with autocast(self.device, self.cfg.bf16):
-                ev = self.model.evaluate(mb.obs, mb.actions, mb.states, mb.resets)
+            ev = self.model.evaluate(mb.obs, mb.actions, mb.states, mb.resets)
             storage.action_mean[:, part] = storage.unchunk(ev.mean.float())  # (T, n, A)
             storage.action_std[:, part] = storage.unchunk(ev.log_std.float().exp())
 

@@ -8,7 +8,7 @@ import torch
 
 from dexrl.config.rl import ModelConfig
 from dexrl.models import ActorCritic, ObsSpec, gaussian_kl, gaussian_log_prob, recurrent_state_shapes
-from dexrl.rl import autocast
+from dexrl.models.encoders import bf16_autocast
 
 torch.set_num_threads(1)
 
@@ -113,4 +113,4 @@ def test_paper_sizes_parameter_count():
 
 
 def test_autocast_is_a_no_op_on_cpu():
-    assert isinstance(autocast(torch.device("cpu"), True), contextlib.nullcontext)
+    assert isinstance(bf16_autocast(torch.device("cpu"), True), contextlib.nullcontext)

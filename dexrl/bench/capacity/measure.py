@@ -17,7 +17,7 @@ from dexrl.bench.learner import preset_spec
 from dexrl.config.env import parse_resolution
 from dexrl.config.train import TrainConfig, preset as load_preset
 from dexrl.models.spec import ObsSpec
-from dexrl.rl import PPO, RolloutStorage, autocast, build_actor_critic, bytes_per_env
+from dexrl.rl import PPO, RolloutStorage, build_actor_critic, bytes_per_env
 
 
 # ---- measurement helpers -------------------------------------------------------------------------
@@ -230,7 +230,7 @@ def _random_obs(spec: ObsSpec, n: int, device: torch.device) -> dict[str, torch.
     return obs | {k: torch.zeros(n, d, device=device) for k, d in spec.vector_dims.items()}  # (N, D)
 
 
-def _saved_bytes(model, storage: RolloutStorage, ppo_cfg) -> int:
+def _saved_bytes(model, storage: RolloutStorage) -> int:
     """Bytes of the distinct storages autograd saves during evaluate + loss on one minibatch."""
     params = {q.untyped_storage().data_ptr() for q in model.parameters()}
     saved: dict[int, int] = {}
@@ -242,7 +242,7 @@ def _saved_bytes(model, storage: RolloutStorage, ppo_cfg) -> int:
         return t
 
     mb = next(iter(storage.minibatches(1)))
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast(storage.device, ppo_cfg.bf16):
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         ev = model.evaluate(mb.obs, mb.actions, mb.states, mb.resets)
         loss = -ev.log_prob.mean() + ev.value.square().mean() - ev.entropy.mean()
     del loss, ev
@@ -300,7 +300,7 @@ def measure_learner(cfg: TrainConfig, device: torch.device, probe: tuple[int, in
         phases = _PhasePeaks(ppo, device).run(lambda: ppo.update(storage))
         if i > 0:
             update[n], optimizer[n] = phases
-            saved[n] = _saved_bytes(model, storage, ppo_cfg)
+            saved[n] = _saved_bytes(model, storage)
             state, reset = model.initial_state(n, device), torch.zeros(n, dtype=torch.bool, device=device)
             act = lambda: model.act(_random_obs(spec, n, device), state, reset)  # noqa: E731
             model.encoder.chunk = 0
