@@ -1,10 +1,10 @@
 """Typed configs for the networks (`ModelConfig`) and the PPO learner (`PPOConfig`).
 
 Defaults are the paper's `teacher-depth` values where the paper states them (Sec. III-A:
-CNN 16-32-64-128 with LayerNorm + ReLU, 32-d embedding, 2x1024 LSTM, MLP 512-512-256;
-horizon 16, 4 epochs, lr 1e-4, gamma 0.998, lambda 0.95, clip 0.2, entropy 0.002,
-critic coefficient 4, seq_length 16). Values the paper does not state follow the
-rl_games / DextrAH lineage and are marked "(lineage)". Presets live elsewhere.
+CNN 16-32-64-128 with LayerNorm + ReLU, 32-d embedding, 2x1024 LSTM, MLP 512-512-256; a
+horizon of 16 steps, given there as an example). The paper gives no PPO hyperparameters:
+those (epochs, lr, gamma, lambda, clips, coefficients, seq_length) and the asymmetric critic
+follow the rl_games / DextrAH lineage and are marked "(lineage)". Presets live elsewhere.
 
 Every `__post_init__` fails at start-up with one sentence naming the field and the fix,
 so a misspelt or impossible option never survives into an hour-long run.
@@ -83,21 +83,21 @@ class ModelConfig:
 class PPOConfig:
     """PPO learner settings. `batch_size` is derived (num_steps * num_envs), never set."""
 
-    num_steps: int = 16  # horizon T per iteration (paper)
-    num_epochs: int = 4  # (paper)
+    num_steps: int = 16  # horizon T per iteration (paper, as its example)
+    num_epochs: int = 4  # (lineage)
     num_minibatches: int = 4  # env slices per epoch (lineage)
-    seq_length: int = 16  # truncated-BPTT chunk; must divide num_steps (paper)
-    lr: float = 1e-4  # (paper)
+    seq_length: int = 16  # truncated-BPTT chunk; must divide num_steps (lineage)
+    lr: float = 1e-4  # (lineage)
     schedule: str = "adaptive"  # 'adaptive' (KL) | 'linear' | 'fixed' (lineage: adaptive)
     desired_kl: float = 0.016  # (lineage)
     lr_min: float = 1e-6
     lr_max: float = 1e-2
-    gamma: float = 0.998  # (paper)
-    lam: float = 0.95  # (paper)
-    clip: float = 0.2  # surrogate ratio clip (paper)
+    gamma: float = 0.998  # (lineage)
+    lam: float = 0.95  # (lineage)
+    clip: float = 0.2  # surrogate ratio clip (lineage)
     value_clip: float = 0.2  # clip of V - V_old in normalized units; 0 turns it off (lineage)
-    entropy_coef: float = 0.002  # (paper)
-    critic_coef: float = 4.0  # total += 0.5 * critic_coef * value_loss (paper value, rl_games form)
+    entropy_coef: float = 0.002  # (lineage)
+    critic_coef: float = 4.0  # total += 0.5 * critic_coef * value_loss (lineage, rl_games form)
     bounds_coef: float = 1e-4  # penalty on |mean| beyond action_bound (lineage)
     action_bound: float = 1.1  # soft bound for the bounds loss (lineage)
     max_grad_norm: float = 1.0  # 0 turns clipping off (lineage)
