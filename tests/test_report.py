@@ -132,3 +132,18 @@ def test_bad_run_dirs_raise_value_error_naming_the_path(tmp_path, runs_root):
 
     with pytest.raises(ValueError, match="at least one run directory"):
         report([])
+
+
+def test_success_rate_tail_rounds_up(tmp_path):
+    # 15 iterations: 10% is 1.5 rows, taken as 2: (0.3 + 0.9) / 2 = 0.6 (one row would give 0.9).
+    run_dir = write_run(tmp_path, "r", runtime="single", width=80, height=60, seed=0,
+                        rows=rows(15, [0.0] * 13 + [0.3, 0.9]))
+    assert load_run(run_dir).success_rate() == pytest.approx(0.6)
+
+
+def test_report_command_on_a_bad_directory_is_one_line(tmp_path, capsys):
+    from dexrl.cli import main
+
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("dexrl report: error:") and "not a dexrl run directory" in err[0]

@@ -131,3 +131,17 @@ def test_a_rank_hung_in_its_rollout_is_named_by_the_control_collective_under_ncc
     found = json.loads(out.read_text())
     assert found["rank"] == 1 and found["cause"] == "no reply within 2 s", found
     assert found["seconds"] < 2 * 2 + 3, found  # collective timeout + the check-in window
+
+
+@pytest.mark.parametrize("requested, device, gpus, local, chosen", [
+    ("gloo", "cuda", 4, 2, "gloo"),  # an explicit backend stands
+    ("nccl", "cpu", 0, 2, "nccl"),
+    ("auto", "cpu", 4, 2, "gloo"),  # CPU worlds: gloo whatever the GPUs
+    ("auto", "cuda", 2, 2, "nccl"),  # every local rank its own GPU
+    ("auto", "cuda:0", 1, 2, "gloo"),  # two ranks would share one GPU, which NCCL refuses
+])
+def test_auto_backend_is_nccl_only_when_every_local_rank_has_its_own_gpu(monkeypatch, requested, device, gpus, local, chosen):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(local))
+    assert comm.choose_backend(requested, device) == chosen

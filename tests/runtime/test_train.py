@@ -280,3 +280,16 @@ def test_resuming_under_another_world_split_keeps_the_weights_and_drops_the_epis
     assert kept == {"config": payload["config"], "model": {"w": 1}}
     assert warning == ("the checkpoint's worlds were split as 4 worlds in one process, this run's as "
                        "4 worlds on 2 data-parallel ranks: episodes start afresh")
+
+
+def test_an_adr_step_widens_the_environments_ranges(tiny):
+    trainer = Trainer.build(dataclasses.replace(tiny(1), adr="on"))
+    start = trainer.env.cfg
+    trainer._step_adr({"success_rate": 0.39, "episodes": 5000})  # below the 0.4 threshold: no move
+    assert (trainer.adr_state.level, trainer.adr_state.resets_since_change) == (0, 5000)
+    assert trainer.env.cfg == start
+    trainer._step_adr({"success_rate": 0.4, "episodes": 1})
+    # Level 1 of 50: mass scale (1, 1) -> (1 - 0.5 / 50, 1 + 2 / 50); lift weight 5 -> 5 - 5 / 50.
+    assert trainer.adr_state.level == 1
+    assert trainer.env.cfg.randomization.mass_scale == pytest.approx((0.99, 1.04))
+    assert trainer.env.cfg.reward.lift_weight == pytest.approx(4.9)

@@ -1,0 +1,35 @@
+"""Checkpoint files: atomic writes, the newest main checkpoint, one clear error for anything else."""
+
+import pytest
+import torch
+
+from dexrl.runtime.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
+
+
+def test_save_is_atomic_and_loads_back(tmp_path):
+    path = save_checkpoint(tmp_path / "checkpoints" / "iter_000001.pt", {"x": torch.arange(3)})
+    assert [p.name for p in path.parent.iterdir()] == ["iter_000001.pt"]  # no .tmp left behind
+    payload, found = load_checkpoint(tmp_path)  # a run directory: its newest checkpoint
+    assert found == path and torch.equal(payload["x"], torch.arange(3))
+
+
+def test_latest_is_the_newest_main_checkpoint_not_a_rank_shard(tmp_path):
+    for name in ("iter_000009.pt", "iter_000010.pt", "iter_000010.rank1.pt", "iter_000011.rank1.pt"):
+        save_checkpoint(tmp_path / "checkpoints" / name, {})
+    assert latest_checkpoint(tmp_path).name == "iter_000010.pt"
+
+
+@pytest.mark.parametrize("make, says", [
+    (lambda d: d / "missing.pt", "does not exist"),
+    (lambda d: d, "no checkpoint in"),  # a run directory without checkpoints
+    (lambda d: _torch_file(d / "other.pt", {"a": 1}), "is not a dexrl-checkpoint-v1 file"),
+    (lambda d: _torch_file(d / "list.pt", [1, 2]), "is not a dexrl-checkpoint-v1 file"),
+])
+def test_anything_else_is_one_clear_error(tmp_path, make, says):
+    with pytest.raises(CheckpointError, match=says):
+        load_checkpoint(make(tmp_path))
+
+
+def _torch_file(path, obj):
+    torch.save(obj, path)
+    return path
