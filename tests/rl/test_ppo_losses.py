@@ -40,7 +40,9 @@ def test_bounds_loss_by_hand():
 
 
 def test_ppo_losses_total_by_hand():
-    cfg = PPOConfig()  # critic_coef 4, entropy 0.002, bounds 1e-4, clip 0.2, value_clip 0.2
+    # Coefficients large enough that every term moves the total by >= 0.1 (defaults: entropy
+    # 0.002 and bounds 1e-4 would hide a dropped term inside the tolerance).
+    cfg = PPOConfig(critic_coef=4.0, entropy_coef=0.5, bounds_coef=1.0)  # clip 0.2, value_clip 0.2 (defaults)
     terms = ppo_losses(
         log_prob=torch.tensor([0.0, math.log(2.0)]),
         old_log_prob=torch.zeros(2),
@@ -53,12 +55,14 @@ def test_ppo_losses_total_by_hand():
         cfg=cfg,
     )
     # policy = mean(-1, -1.2) = -1.1; value = 1.345; entropy = 2; bounds = 0.1
-    # total = -1.1 + 0.5*4*1.345 - 0.002*2 + 1e-4*0.1 = -1.1 + 2.69 - 0.004 + 0.00001 = 1.58601
+    # total = -1.1 + 0.5*4*1.345 - 0.5*2 + 1.0*0.1 = -1.1 + 2.69 - 1.0 + 0.1 = 0.69
+    # (no bounds: 0.59; entropy added: 2.69; critic_coef without 0.5: 3.38; no policy: 1.79;
+    #  entropy / bounds coefficients swapped: -1.1 + 2.69 - 1.0*2 + 0.5*0.1 = -0.36)
     assert terms["policy"].item() == pytest.approx(-1.1, abs=1e-6)
     assert terms["value"].item() == pytest.approx(1.345, abs=1e-6)
     assert terms["entropy"].item() == pytest.approx(2.0)
     assert terms["bounds"].item() == pytest.approx(0.1, abs=1e-6)
-    assert terms["total"].item() == pytest.approx(1.58601, abs=1e-5)
+    assert terms["total"].item() == pytest.approx(0.69, abs=1e-6)
     assert terms["clip_fraction"].item() == pytest.approx(0.5)
 
 

@@ -98,6 +98,26 @@ def test_linear_schedule_needs_max_iterations():
     assert ppo.lr == cfg.lr
 
 
+def test_linear_schedule_inside_update():
+    # update() sets lr from the iteration index BEFORE incrementing it:
+    #   1st update: iteration 0 -> 1e-3 * (1 - 0/10) = 1e-3
+    #   2nd update: iteration 1 -> 1e-3 * (1 - 1/10) = 9e-4
+    cfg = PPOConfig(schedule="linear", num_steps=4, seq_length=4, num_minibatches=2, num_epochs=1, lr=1e-3)
+    env, model, storage, carry = _setup(cfg)
+    collect(env, model, storage, carry)
+    ppo = PPO(model, cfg, "cpu", max_iterations=10)
+    lrs = []
+    for _ in range(2):
+        metrics = ppo.update(storage)
+        # the optimizer steps with the scheduled lr (and no KL rule moves it in 'linear')
+        assert [g["lr"] for g in ppo.optimizer.param_groups] == [ppo.lr]
+        assert metrics["ppo/lr"] == ppo.lr
+        lrs.append(ppo.lr)
+    assert lrs[0] == pytest.approx(1e-3, rel=1e-12)
+    assert lrs[1] == pytest.approx(cfg.lr * (1 - 1 / 10), rel=1e-12)  # 9e-4
+    assert ppo.iteration == 2
+
+
 def test_microbatches_give_the_same_update_with_less_memory():
     from dexrl.bench.capacity import torch_peak_bytes
 

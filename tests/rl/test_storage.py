@@ -63,17 +63,38 @@ def test_uint16_mm_round_trip():
     assert encode_depth(encode_depth(depth, "float16"), "float16").dtype == torch.float16
 
 
+# Every stored entry encodes (t, env) as code = 100 t + env, plus a per-field offset so that
+# a field gathered from the wrong buffer shows; vector components add 0.25 * index.
+OFFSET = {"log_probs": 0.0, "actions": 1000.0, "action_mean": 2000.0, "action_std": 3000.0, "values": 4000.0,
+          "rewards": 5000.0, "advantages": 6000.0, "returns": 7000.0, "proprio": 8000.0, "critic": 9000.0}
+
+
+def _enc(code, field, width=None):
+    """code (...) -> code + OFFSET[field], or (..., width) with + 0.25 * component."""
+    x = code + OFFSET[field]
+    return x if width is None else x.unsqueeze(-1) + 0.25 * torch.arange(width, dtype=torch.float32)
+
+
+def _reset_pattern(t, env):
+    """Episodes end at (t + env) % 3 == 2, so the next step is a reset: (t + env) % 3 == 0."""
+    return (t + env) % 3 == 0
+
+
 def _fill(storage, T, N, A):
-    """Every entry encodes (t, env): value = 100 t + env."""
-    code = lambda t: torch.arange(N, dtype=torch.float32) + 100 * t  # noqa: E731  (N,)
+    """Fill through insert (and advantages / returns directly, as compute_returns would)."""
+    envs = torch.arange(N)
     for t in range(T):
-        c = code(t)
-        out = PolicyOutput(action=c[:, None].repeat(1, A), log_prob=c, mean=c[:, None].repeat(1, A),
-                           std=torch.ones(N, A), value=c, state={})
+        c = envs.float() + 100 * t  # (N,)
+        out = PolicyOutput(action=_enc(c, "actions", A), log_prob=_enc(c, "log_probs"), mean=_enc(c, "action_mean", A),
+                           std=_enc(c, "action_std", A), value=_enc(c, "values"), state={})
         state = {k: c.view(1, N, 1).expand(v.shape[1], N, v.shape[3]).clone() for k, v in storage.states.items()}
-        obs = {"depth": (c / 1000).view(N, 1, 1, 1).expand(N, 1, 24, 32), "proprio": c[:, None].repeat(1, 5),
-               "critic": c[:, None].repeat(1, 7)}
-        storage.insert(t, obs, c > 1e9, state, out, c, c < 0, c < 0)
+        obs = {"depth": (c / 1000).view(N, 1, 1, 1).expand(N, 1, 24, 32), "proprio": _enc(c, "proprio", 5),
+               "critic": _enc(c, "critic", 7)}
+        done = (t + envs) % 3 == 2
+        storage.insert(t, obs, _reset_pattern(t, envs), state, out, _enc(c, "rewards"), done & (envs % 2 == 0),
+                       done & (envs % 2 == 1))
+        storage.advantages[t] = _enc(c, "advantages")
+        storage.returns[t] = _enc(c, "returns")
 
 
 def test_minibatches_are_env_slices_cut_into_chunks():
@@ -81,6 +102,7 @@ def test_minibatches_are_env_slices_cut_into_chunks():
     ppo_cfg = PPOConfig(num_steps=T, seq_length=S, num_minibatches=3, image_dtype="uint16mm")
     storage = RolloutStorage(DEPTH_SPEC, ModelConfig(lstm_hidden=4, lstm_layers=1), ppo_cfg, N, "cpu")
     _fill(storage, T, N, A)
+    assert 0 < storage.resets.sum().item() < T * N  # resets are neither all False nor all True
     seen = []
     for mb in storage.minibatches(3, torch.Generator().manual_seed(0)):
         K, n = T // S, N // 3
@@ -95,6 +117,15 @@ def test_minibatches_are_env_slices_cut_into_chunks():
             assert times[:, b].tolist() == list(range(k * S, k * S + S))  # chunk k, consecutive steps
             # state at the chunk start is the one recorded at t = k * S for that env
             assert mb.states["policy_h"][0, b, 0].item() == 100 * k * S + envs[0, b].item()
+        # every other field holds the same (t, env) as log_probs, entry by entry
+        for field in ("values", "advantages", "returns"):
+            assert torch.equal(getattr(mb, field), _enc(codes, field)), field
+        for field in ("actions", "action_mean", "action_std"):
+            assert torch.equal(getattr(mb, field), _enc(codes, field, A)), field
+        assert torch.equal(mb.obs["proprio"], _enc(codes, "proprio", 5))
+        assert torch.equal(mb.obs["critic"], _enc(codes, "critic", 7))
+        assert mb.resets.dtype == torch.bool
+        assert torch.equal(mb.resets, _reset_pattern(times, envs))
         assert mb.obs["depth"].dtype == torch.uint16  # compact until the encoder decodes it
         depth_m = decode_depth(mb.obs["depth"][:, :, 0, 0, 0])
         torch.testing.assert_close(depth_m, codes / 1000, atol=6e-4, rtol=0)  # mm precision
