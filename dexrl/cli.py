@@ -20,6 +20,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _at_least_two(text: str) -> int:
+    value = int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be >= 2 (the first iteration, warm-up, is not measured), got {value}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -28,7 +35,7 @@ def _positive_float(text: str) -> float:
 
 
 # argparse names the type in its message: "invalid positive integer value: 'x'".
-_positive_int.__name__, _positive_float.__name__ = "positive integer", "positive number"
+_positive_int.__name__, _positive_float.__name__, _at_least_two.__name__ = "positive integer", "positive number", "integer"
 
 
 def _env_args(p: argparse.ArgumentParser, num_envs: int, resolution: str) -> None:
@@ -36,15 +43,17 @@ def _env_args(p: argparse.ArgumentParser, num_envs: int, resolution: str) -> Non
     g.add_argument("--num-envs", type=int, default=num_envs, help="worlds simulated in parallel (default %(default)s)")
     g.add_argument("--resolution", default=resolution, help="camera WIDTHxHEIGHT: 80x60 (CPU), 160x120, 320x240 (default %(default)s)")
     g.add_argument("--device", default="cpu", help="cpu or cuda[:index] (default %(default)s)")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--action-space", choices=("joint_delta", "palm_synergy"), default="joint_delta")
-    g.add_argument("--objects", choices=("train", "eval"), default="train", help="procedural object split")
-    g.add_argument("--num-objects", type=int, default=64)
+    g.add_argument("--seed", type=int, default=0, help="(default %(default)s)")
+    g.add_argument("--action-space", choices=("joint_delta", "palm_synergy"), default="joint_delta",
+                   help="23 joint-target deltas, or palm pose + 5 hand synergies through IK (default %(default)s)")
+    g.add_argument("--objects", choices=("train", "eval"), default="train",
+                   help="procedural object split; eval is held out (default %(default)s)")
+    g.add_argument("--num-objects", type=int, default=64, help="objects in the set (default %(default)s)")
     g.add_argument("--mesh-dir", help="a folder of .obj/.stl objects to use instead of the procedural set")
     g.add_argument("--mesh-scale", type=_positive_float, default=1.0,
                    help="metres per mesh-file unit (0.001 for millimetres; default %(default)s)")
     g.add_argument("--robot-xml", help="a robot MJCF following dexrl's naming contract (README)")
-    g.add_argument("--episode-s", type=float, default=10.0)
+    g.add_argument("--episode-s", type=float, default=10.0, help="episode length in seconds (default %(default)s)")
 
 
 def env_config(a: argparse.Namespace, **overrides) -> EnvConfig:
@@ -90,6 +99,9 @@ def _train_config(a):
             raise ValueError(f"--preset {a.preset}: a resumed run keeps its own config (preset {cfg.preset}); "
                              "change single options with --set, or start a new run")
     overrides = list(a.set)
+    if a.resolution is not None:
+        w, h = parse_resolution(a.resolution)
+        overrides += [f"env.camera.width={w}", f"env.camera.height={h}"]
     flags = (("num_envs", "env.num_envs"), ("max_iterations", "max_iterations"), ("device", "env.device"),
              ("runtime", "runtime"), ("sim_ranks", "sim_ranks"), ("ranks", "ranks"), ("backend", "backend"),
              ("fault_timeout", "fault_timeout_s"), ("learner_timeout", "learner_timeout_s"), ("adr", "adr"))
@@ -98,7 +110,14 @@ def _train_config(a):
             overrides.append(f"{key}={getattr(a, flag)}")
     if a.seed is not None:
         overrides += [f"seed={a.seed}", f"env.seed={a.seed}"]
-    return apply_overrides(cfg, overrides), payload, path
+    cfg = apply_overrides(cfg, overrides)
+    for flag, runtime in (("sim_ranks", "disagg"), ("ranks", "dp")):
+        if getattr(a, flag) is not None and cfg.runtime != runtime:
+            raise ValueError(f"--{flag.replace('_', '-')} needs --runtime {runtime} (this run's runtime: {cfg.runtime})")
+    if payload is not None and payload["iteration"] >= cfg.max_iterations:
+        raise ValueError(f"{path} is at iteration {payload['iteration']}, and --max-iterations counts from the run's "
+                         f"start ({cfg.max_iterations}): pass more to continue")
+    return cfg, payload, path
 
 
 def _run_dir(a, cfg, checkpoint_path) -> Path:
@@ -160,7 +179,7 @@ def cmd_train(a) -> int:
             print(f"run directory: {run_dir}")
         return code
     from dexrl.runtime.checkpoint import resumable
-    from dexrl.runtime.single import Trainer
+    from dexrl.runtime.single import Interrupted, Trainer
 
     trainer = Trainer.build(cfg)
     if payload is not None:
@@ -169,7 +188,12 @@ def cmd_train(a) -> int:
             print(f"dexrl train: warning: {warning}", file=sys.stderr)
         trainer.load_state_dict(payload)
         print(f"resuming {run_dir} at iteration {trainer.iteration}")
-    trainer.train(run_dir)
+    try:
+        trainer.train(run_dir)
+    except Interrupted as stop:
+        print(f"dexrl train: interrupted after iteration {stop.iteration}, saved to {stop.checkpoint}; "
+              f"continue with: dexrl train --resume {run_dir}", file=sys.stderr)
+        return 130
     print(f"run directory: {run_dir}")
     return 0
 
@@ -237,8 +261,15 @@ def cmd_bench(a) -> None:
 def cmd_bench_throughput(a) -> None:
     from dexrl.bench.throughput import bench_throughput
 
+    from dexrl.bench.throughput import throughput_args
+    from dexrl.runtime.launch import check_devices
+
     parse_resolution(a.resolution)
     procs = a.sim_ranks if a.runtime == "disagg" else a.ranks if a.runtime == "dp" else 1
+    # The run's options, checked here: one line now rather than a failed run's two.
+    train = build_parser().parse_args(throughput_args(a.runtime, a.num_envs, a.resolution, a.iterations, a.preset, procs,
+                                                      a.device, Path("unused"), a.pipeline, a.overlap_update))
+    check_devices(_train_config(train)[0])
     result = bench_throughput(a.runtime, a.num_envs, a.resolution, a.iterations, a.preset, procs, a.device, a.pipeline,
                               a.overlap_update)
     _print_table(f"bench throughput: {a.runtime}", result)
@@ -246,9 +277,16 @@ def cmd_bench_throughput(a) -> None:
         print(json.dumps(result))
 
 
+def _check_device(name: str) -> None:
+    from dexrl.runtime.launch import check_device
+
+    check_device("--device", name)
+
+
 def cmd_bench_capacity(a) -> None:
     from dexrl.bench.capacity import run_capacity
 
+    _check_device(a.device)
     a.resolution = a.resolution or ["160x120", "320x240"]
     for r in a.resolution:
         parse_resolution(r)
@@ -266,6 +304,7 @@ def cmd_bench_learner(a) -> None:
     from dexrl.bench.learner import bench_learner, format_table, preset_spec
     from dexrl.config.train import apply_overrides, preset
 
+    _check_device(a.device)
     w, h = parse_resolution(a.resolution)
     cfg = apply_overrides(preset(a.preset), [f"env.camera.width={w}", f"env.camera.height={h}"])
     result = bench_learner(w, h, a.num_envs, cfg.model, cfg.ppo, device=a.device, iterations=a.iterations,
@@ -293,25 +332,27 @@ def cmd_report(a) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dexrl", description="End-to-end RL for dexterous grasping on MuJoCo Warp.")
+    parser = argparse.ArgumentParser(prog="dexrl", allow_abbrev=False, description="End-to-end RL for dexterous grasping on MuJoCo Warp.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("play", help="roll a policy out and write a video (third person | depth | stereo RGB)")
+    p = sub.add_parser("play", allow_abbrev=False, help="roll a policy out and write a video (third person | depth | stereo RGB)")
     _env_args(p, 16, "160x120")
     p.add_argument("--policy", default="scripted", help="policy to run (default %(default)s)")
     p.add_argument("--video", default="out/play.mp4", help="output .mp4 or .gif (default %(default)s)")
     p.add_argument("--seconds", type=_positive_float, help="length (default: one episode)")
     p.set_defaults(fn=cmd_play)
 
-    p = sub.add_parser("train", help="train a policy with PPO (single process, data-parallel or disaggregated)")
+    p = sub.add_parser("train", allow_abbrev=False, help="train a policy with PPO (single process, data-parallel or disaggregated)")
     p.add_argument("--preset", help="quickstart | teacher-depth | teacher-state (default quickstart; "
                    "with --resume, the checkpoint's)")
     p.add_argument("--run-dir", help="where config, metrics, TensorBoard events and checkpoints go (default runs/PRESET-TIME)")
     p.add_argument("--resume", help="a checkpoint file or run directory to continue exactly where it stopped")
-    p.add_argument("--max-iterations", type=int)
-    p.add_argument("--num-envs", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--device", help="cpu or cuda[:index]")
+    p.add_argument("--max-iterations", type=int,
+                   help="iterations in all, counted from the run's start (default: the preset's; quickstart 40)")
+    p.add_argument("--num-envs", type=int, help="worlds in all, over every process (default: the preset's)")
+    p.add_argument("--resolution", help="depth camera WIDTHxHEIGHT (default: the preset's; quickstart 80x60)")
+    p.add_argument("--seed", type=int, help="seeds the network, the environment and its objects (default 0)")
+    p.add_argument("--device", help="cpu or cuda[:index] (default: the preset's)")
     p.add_argument("--runtime", choices=("single", "dp", "disagg"),
                    help="single process (default), data-parallel ranks, or disaggregated sim ranks + 1 learner")
     p.add_argument("--sim-ranks", type=int, help="disagg: simulator processes (plus one learner)")
@@ -327,73 +368,76 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override any option, e.g. --set ppo.lr=3e-4 --set env.camera.width=80 (repeatable)")
     p.set_defaults(fn=cmd_train)
 
-    p = sub.add_parser("eval", help="success rate and return over finished episodes", allow_abbrev=False)
+    p = sub.add_parser("eval", allow_abbrev=False, help="success rate and return over finished episodes")
     _env_args(p, 16, "80x60")
     p.add_argument("--policy", default="scripted", help="scripted, or use --checkpoint")
     p.add_argument("--checkpoint", help="a trained checkpoint (file or run directory): deterministic actions")
-    p.add_argument("--episodes", type=_positive_int, default=16)
+    p.add_argument("--episodes", type=_positive_int, default=16, help="finished episodes to count (default %(default)s)")
     p.add_argument("--video", help="also write a video (.mp4/.gif) of world 0's first episode")
     p.add_argument("--adr", choices=("off", "max"), default="off",
                    help="off: the environment's configured ranges (default); max: ADR's terminal ranges")
     p.add_argument("--json", action="store_true", help="print one JSON line last")
     p.set_defaults(fn=cmd_eval)
 
-    p = sub.add_parser("bench", help="benchmarks (each prints a table and one JSON line)")
+    p = sub.add_parser("bench", allow_abbrev=False, help="benchmarks (each prints a table and one JSON line)")
     bsub = p.add_subparsers(dest="bench", required=True, metavar="BENCH")
-    b = bsub.add_parser("env", help="env steps/s, physics steps/s, render frames/s and the engine floor")
+    b = bsub.add_parser("env", allow_abbrev=False, help="env steps/s, physics steps/s, render frames/s and the engine floor")
     _env_args(b, 64, "80x60")
-    b.add_argument("--steps", type=_positive_int, default=20)
-    b.add_argument("--json", action="store_true")
+    b.add_argument("--steps", type=_positive_int, default=20, help="timed env steps (default %(default)s)")
+    b.add_argument("--json", action="store_true", help="print one JSON line last")
     b.set_defaults(fn=cmd_bench)
-    b = bsub.add_parser("throughput", help="env-steps/s, per-phase seconds and bytes per step of a short training run")
-    b.add_argument("--runtime", choices=("single", "dp", "disagg"), default="single")
-    b.add_argument("--sim-ranks", type=int, default=2)
+    b = bsub.add_parser("throughput", allow_abbrev=False, help="env-steps/s, per-phase seconds and bytes per step of a short training run")
+    b.add_argument("--runtime", choices=("single", "dp", "disagg"), default="single", help="(default %(default)s)")
+    b.add_argument("--sim-ranks", type=int, default=2, help="disagg: simulator processes, plus one learner (default %(default)s)")
     b.add_argument("--pipeline", action="store_true", help="disagg: two world groups per sim rank")
     b.add_argument("--overlap-update", action="store_true",
                    help="collect the next rollout during the PPO update (one-iteration policy lag)")
-    b.add_argument("--ranks", type=int, default=2)
-    b.add_argument("--num-envs", type=int, default=32)
-    b.add_argument("--resolution", default="80x60")
-    b.add_argument("--iterations", type=_positive_int, default=4, help="training iterations; the first is not measured")
-    b.add_argument("--preset", default="quickstart")
-    b.add_argument("--device", default="cpu")
-    b.add_argument("--json", action="store_true")
+    b.add_argument("--ranks", type=int, default=2, help="dp: processes (default %(default)s)")
+    b.add_argument("--num-envs", type=int, default=32, help="worlds in all (default %(default)s)")
+    b.add_argument("--resolution", default="80x60", help="depth camera WIDTHxHEIGHT (default %(default)s)")
+    b.add_argument("--iterations", type=_at_least_two, default=4,
+                   help="training iterations, >= 2; the first is not measured (default %(default)s)")
+    b.add_argument("--preset", default="quickstart", help="network, PPO and environment settings (default %(default)s)")
+    b.add_argument("--device", default="cpu", help="cpu or cuda[:index] (default %(default)s)")
+    b.add_argument("--json", action="store_true", help="print one JSON line last")
     b.set_defaults(fn=cmd_bench_throughput)
-    b = bsub.add_parser("capacity", help="memory of each role and max worlds, data-parallel vs disaggregated (Table I)")
+    b = bsub.add_parser("capacity", allow_abbrev=False, help="memory of each role and max worlds, data-parallel vs disaggregated (Table I)")
     b.add_argument("--resolution", action="append", help="WxH; repeatable (default 160x120 and 320x240)")
-    b.add_argument("--gpus", type=int, default=4)
-    b.add_argument("--gpu-mem-gib", type=float, default=48.0)
+    b.add_argument("--gpus", type=int, default=4, help="GPUs of the node modelled (default %(default)s)")
+    b.add_argument("--gpu-mem-gib", type=float, default=48.0, help="memory of each of its GPUs (default %(default)s)")
     b.add_argument("--sim-overhead-gib", type=float, default=1.0, help="per simulating GPU: assets, CUDA context")
     b.add_argument("--host-mem-gib", type=float, default=512.0, help="the node's CPU memory, for --image-storage host")
     b.add_argument("--num-envs-probe", type=_positive_int, default=2,
                    help="p: the fits use (p, 3p, 5p) worlds and minibatches of (p, 2p) envs (default %(default)s)")
     b.add_argument("--microbatch-envs", type=int, help="envs per backward pass (ppo.microbatch_envs; default: the preset's)")
-    b.add_argument("--encoder-chunk", type=int, help="images per encoder pass in act (model.encoder_chunk; default: the preset's)")
+    b.add_argument("--encoder-chunk", type=int,
+                   help="images per encoder pass in act, 0 for all at once (model.encoder_chunk; default: the preset's)")
     b.add_argument("--image-storage", choices=IMAGE_STORAGE,
                    help="rollout images for the headline ratio (ppo.image_storage; default: the preset's); both are printed")
     b.add_argument("--overlap-update", action="store_true",
                    help="plan for overlap_update: two rollout storages and a parameter copy per learner")
-    b.add_argument("--preset", default="teacher-depth")
-    b.add_argument("--device", default="cpu")
-    b.add_argument("--json", action="store_true")
+    b.add_argument("--preset", default="teacher-depth", help="network and PPO settings measured (default %(default)s)")
+    b.add_argument("--device", default="cpu", help="where the parts are measured: cpu or cuda[:index] (default %(default)s)")
+    b.add_argument("--json", action="store_true", help="print one JSON line last")
     b.set_defaults(fn=cmd_bench_capacity)
-    b = bsub.add_parser("learner", help="PPO update rate and peak learner memory for a preset's network (no simulator)")
-    b.add_argument("--resolution", default="160x120")
-    b.add_argument("--num-envs", type=int, default=64)
+    b = bsub.add_parser("learner", allow_abbrev=False, help="PPO update rate and peak learner memory for a preset's network (no simulator)")
+    b.add_argument("--resolution", default="160x120", help="depth image WIDTHxHEIGHT (default %(default)s)")
+    b.add_argument("--num-envs", type=int, default=64, help="envs in the rollout updated (default %(default)s)")
     b.add_argument("--preset", default="teacher-depth", help="network and PPO settings (default %(default)s)")
-    b.add_argument("--device", default="cpu")
-    b.add_argument("--iterations", type=_positive_int, default=2)
-    b.add_argument("--json", action="store_true")
+    b.add_argument("--device", default="cpu", help="cpu or cuda[:index] (default %(default)s)")
+    b.add_argument("--iterations", type=_positive_int, default=2,
+                   help="measured updates, after one unmeasured warm-up (default %(default)s)")
+    b.add_argument("--json", action="store_true", help="print one JSON line last")
     b.set_defaults(fn=cmd_bench_learner)
 
-    p = sub.add_parser("report", help="Table II over runs: ADR progress, %% reaching full ADR, success rate; ADR plot")
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p = sub.add_parser("report", allow_abbrev=False, help="Table II over runs: ADR progress, %% reaching full ADR, success rate; ADR plot")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="training run directories (dexrl train --run-dir)")
     p.add_argument("--out", help="folder for adr_progress.png (default: beside the first run)")
     p.set_defaults(fn=cmd_report)
 
-    p = sub.add_parser("scene", help="write the compiled scene as MJCF that plain MuJoCo loads")
+    p = sub.add_parser("scene", allow_abbrev=False, help="write the compiled scene as MJCF that plain MuJoCo loads")
     _env_args(p, 1, "160x120")
-    p.add_argument("--out", default="scene.xml")
+    p.add_argument("--out", default="scene.xml", help="MJCF file to write (default %(default)s)")
     p.set_defaults(fn=cmd_scene)
     return parser
 
@@ -402,12 +446,17 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
+    command = " ".join(filter(None, (args.command, getattr(args, "bench", None))))
     try:
         code = args.fn(args) or 0
-    except (ValueError, RuntimeError, FileNotFoundError) as exc:
-        # Errors a user can cause end with one line, not a stack trace.
-        print(f"dexrl {args.command}: error: {exc}", file=sys.stderr)
+    except (ValueError, RuntimeError, OSError) as exc:
+        # Errors a user can cause (a bad option, a path that is a file or a folder where the
+        # other was meant) end with one line, not a stack trace.
+        print(f"dexrl {command}: error: {exc}", file=sys.stderr)
         code = 2
+    except KeyboardInterrupt:
+        print(f"\ndexrl {command}: interrupted", file=sys.stderr)
+        code = 130
     if code and "RANK" in __import__("os").environ:
         sys.exit(code)  # a launched rank reports failure through its exit code
     return code

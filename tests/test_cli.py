@@ -81,3 +81,44 @@ def test_counts_and_lengths_must_be_positive(argv, says, capsys):
     with pytest.raises(SystemExit) as stop:  # argparse: usage, then one error line
         main(argv)
     assert stop.value.code == 2 and says in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["scene", "--out", "{tmp}"], "dexrl scene: error: [Errno 21] Is a directory"),  # an OSError too
+    (["train", "--sim-ranks", "3", "--run-dir", "{tmp}/r"], "dexrl train: error: --sim-ranks needs --runtime disagg"),
+    (["bench", "learner", "--device", "gpu"], "dexrl bench learner: error: --device 'gpu': unknown device"),
+    (["bench", "capacity", "--device", "gpu"], "dexrl bench capacity: error: --device 'gpu': unknown device"),
+    # the benchmark's training run is checked before it starts: one line, not the run's two
+    (["bench", "throughput", "--runtime", "disagg", "--sim-ranks", "3", "--num-envs", "4"],
+     "dexrl bench throughput: error: env.num_envs (4) must split evenly over 3 sim ranks"),
+])
+def test_more_user_errors_are_one_line(argv, says, capsys, tmp_path, monkeypatch):
+    import dexrl.bench.throughput
+
+    monkeypatch.setattr(dexrl.bench.throughput, "bench_throughput", None)  # never reached
+    assert main([x.format(tmp=tmp_path) for x in argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(says), err
+
+
+def test_no_option_is_taken_by_its_abbreviation(capsys):
+    with pytest.raises(SystemExit):  # `--res` once silently meant --resume
+        main(["train", "--res", "32x24"])
+    assert "unrecognized arguments: --res" in capsys.readouterr().err
+
+
+def test_resuming_a_run_that_has_reached_max_iterations_says_so(capsys, tmp_path):
+    from dexrl.config.train import preset, to_dict
+    from dexrl.runtime.checkpoint import save_checkpoint
+
+    save_checkpoint(tmp_path / "checkpoints" / "iter_000003.pt", {"iteration": 3, "config": to_dict(preset("quickstart"))})
+    assert main(["train", "--resume", str(tmp_path), "--max-iterations", "3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is at iteration 3, and --max-iterations counts from the run's start (3)" in err[0]
+
+
+def test_train_takes_a_resolution():
+    from dexrl.cli import _train_config, build_parser
+
+    cfg, _, _ = _train_config(build_parser().parse_args(["train", "--resolution", "32x24"]))
+    assert (cfg.env.camera.width, cfg.env.camera.height) == (32, 24)

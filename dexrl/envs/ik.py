@@ -102,7 +102,8 @@ def synergy_basis(device) -> torch.Tensor:
 
 def synergy_to_hand(s: torch.Tensor, basis: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
     """Synergy activations in [-1, 1] (N, 5) -> hand joint targets (N, 16): the open hand
-    (range midpoint minus half range on flexion) moved along the basis, then clamped."""
+    (flexion at 10 % of each joint's range, no roll) moved along the basis by up to 90 % of
+    each range, then clamped to the limits."""
     span = high - low  # (16,)
     open_hand = low + 0.1 * span
     open_hand[[0, 4, 8, 13]] = 0.0  # no finger or thumb roll

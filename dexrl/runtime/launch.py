@@ -103,14 +103,20 @@ def _role(cfg: TrainConfig, rank: int) -> str:
 def check_devices(cfg: TrainConfig) -> None:
     """Before any rank starts: a device this machine lacks is one line here, rather than one
     failed rank and its peers' reports of it."""
-    for option, name in (("--device", cfg.env.device), ("learner_device", cfg.learner_device)):
-        if name and not re.fullmatch(r"(cpu|cuda)(:\d+)?", name):
-            raise ValueError(f"{option} {name!r}: unknown device; use 'cpu' or 'cuda[:index]'")
-        if name.startswith("cuda") and not torch.cuda.is_available():
-            raise RuntimeError(f"{option} {name!r}: no CUDA device is available on this machine; use cpu")
-        index = name.partition(":")[2]
-        if name.startswith("cuda") and index and int(index) >= torch.cuda.device_count():
-            raise RuntimeError(f"{option} {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    check_device("--device", cfg.env.device)
+    if cfg.learner_device:
+        check_device("learner_device", cfg.learner_device)
+
+
+def check_device(option: str, name: str) -> None:
+    """One line for a device name that is not 'cpu' or 'cuda[:index]', or that this machine lacks."""
+    if not re.fullmatch(r"(cpu|cuda)(:\d+)?", name):
+        raise ValueError(f"{option} {name!r}: unknown device; use 'cpu' or 'cuda[:index]'")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"{option} {name!r}: no CUDA device is available on this machine; use cpu")
+    index = name.partition(":")[2]
+    if name.startswith("cuda") and index and int(index) >= torch.cuda.device_count():
+        raise RuntimeError(f"{option} {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
 
 
 def _device(cfg: TrainConfig, info: comm.DistInfo, requested: str) -> str:

@@ -38,7 +38,7 @@ class CameraRig:
             )
         n = physics.num_worlds
         depth_all = wp.to_torch(self.rc.depth_data)  # (N, total depth pixels) float32 planar metres
-        rgb_all = wp.to_torch(self.rc.rgb_data).view(torch.int32)  # (N, total rgb pixels) packed ABGR
+        rgb_all = wp.to_torch(self.rc.rgb_data).view(torch.int32)  # (N, total rgb pixels) packed A R G B
         depth_adr, rgb_adr = self.rc.depth_adr.numpy(), self.rc.rgb_adr.numpy()
         self._depth_raw = self._rgb = None
         self._rgb_views, self._res = {}, dict(zip(self.names, res))
@@ -88,7 +88,7 @@ class CameraRig:
 
     def rgb(self, name: str) -> torch.Tensor:
         """(N, 3, H, W) uint8 of one RGB camera."""
-        packed = self._rgb_views[name]  # (N, H, W) int32, bytes A B G R from high to low
+        packed = self._rgb_views[name]  # (N, H, W) int32, bytes A R G B from high to low
         chans = [(packed >> shift) & 0xFF for shift in (16, 8, 0)]  # R, G, B
         return torch.stack(chans, dim=1).to(torch.uint8)
 

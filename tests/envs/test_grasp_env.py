@@ -73,10 +73,22 @@ def test_reset_then_step_smoke(fresh):
 
 
 def test_terminated_and_truncated_are_separate_bool_tensors(fresh):
-    out = fresh.step(_zeros())
+    """At the time limit a world whose object leaves the workspace on that very step is
+    terminated (a terminal state: no bootstrapping), not truncated; the others are truncated."""
+    env = fresh
+    env.cfg.episode_s = 2 * env.cfg.ctrl_dt  # max_episode_steps = 2
+    env.reset()
+    out = env.step(_zeros())
+    assert not (out.terminated | out.truncated).any()
+    a = env.scene.object_qpos_adr
+    env.physics.qpos[2, a:a + 3] = torch.tensor([-0.9, 0.1, 0.5])  # world 2: x < -0.8, out of the workspace
+    out = env.step(_zeros())  # step 2 of 2
     for flag in (out.terminated, out.truncated):
         assert flag.dtype == torch.bool and flag.shape == (N,)
-    assert out.terminated is not out.truncated
+    assert out.terminated.tolist() == [False, False, True, False]
+    assert out.truncated.tolist() == [True, True, False, True]
+    assert out.info["done"].all() and (out.info["episode_length"] == 2).all()
+    assert (env.episode_step == 0).all()  # every world started over
 
 
 def test_truncation_after_max_episode_steps(fresh):

@@ -3,6 +3,8 @@
 import copy
 import dataclasses
 import json
+import os
+import signal
 
 import pytest
 import torch
@@ -14,7 +16,7 @@ from dexrl.runtime.checkpoint import CheckpointError, load_checkpoint, resumable
 from dexrl.runtime.comm import RankFailure
 from dexrl.rl import RolloutStorage
 from dexrl.runtime.collector import PhaseTimer
-from dexrl.runtime.single import Trainer
+from dexrl.runtime.single import Interrupted, Trainer
 
 
 def params(trainer: Trainer) -> dict[str, torch.Tensor]:
@@ -293,3 +295,22 @@ def test_an_adr_step_widens_the_environments_ranges(tiny):
     assert trainer.adr_state.level == 1
     assert trainer.env.cfg.randomization.mass_scale == pytest.approx((0.99, 1.04))
     assert trainer.env.cfg.reward.lift_weight == pytest.approx(4.9)
+
+
+def test_ctrl_c_stops_a_run_at_the_iteration_end_with_a_whole_checkpoint(tmp_path, tiny):
+    trainer = Trainer.build(dataclasses.replace(tiny(4), checkpoint_every=10))
+    one_iteration = trainer._iteration
+
+    def iteration_then_ctrl_c(n):
+        row = one_iteration(n)
+        if trainer.iteration == 1:
+            os.kill(os.getpid(), signal.SIGINT)  # as if the user pressed Ctrl-C during iteration 0
+        return row
+
+    trainer._iteration = iteration_then_ctrl_c
+    with pytest.raises(Interrupted) as stop:
+        trainer.train(tmp_path, progress=False)
+    assert (stop.value.iteration, stop.value.checkpoint.name) == (1, "iter_000001.pt")
+    payload, _ = load_checkpoint(tmp_path)
+    assert payload["iteration"] == 1 and payload["env"] is not None  # with the episodes: resumes bit for bit
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C is itself again

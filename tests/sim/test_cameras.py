@@ -2,7 +2,7 @@
 
 World 0: camera at z = 1.0 over the table centre, its whole view on the table top (z = 0.25)
   -> planar depth 0.75 m everywhere.
-World 1: the same camera moved (per-world cam_pos) to (-0.65, 0.5, 1.2): it sees the table
+World 1: the same cameras moved (per-world cam_pos) to (-0.65, 0.5, 1.2): they see the table
   top at 0.95 m and, past the table's -x and +y edges, the floor at 1.2 m; both lie beyond
   depth_max_m = 0.9, so the masked depth is all 0 while the raw depth keeps them.
 """
@@ -37,10 +37,12 @@ def rig():
     q[scene.qpos_adr] = np.clip(0.0, *scene.jnt_range.T)
     q[scene.object_qpos_adr:scene.object_qpos_adr + 3] = (5.0, 5.0, 0.5)
     physics.qpos.copy_(torch.as_tensor(q).expand(2, -1))
+    # Every camera of world 1 moves with the depth camera, keeping its offset from it (taken
+    # before any moves: the depth camera's own move must not shift the RGB cameras' offsets).
+    depth_pos = physics.fields["cam_pos"][1, scene.camera_ids["depth"]].clone()
     for name in ("depth", "rgb_left", "rgb_right"):
         cid = scene.camera_ids[name]
-        offset = physics.fields["cam_pos"][1, cid] - physics.fields["cam_pos"][1, scene.camera_ids["depth"]]
-        physics.fields["cam_pos"][1, cid] = torch.tensor(CAM1_POS) + offset
+        physics.fields["cam_pos"][1, cid] = torch.tensor(CAM1_POS) + physics.fields["cam_pos"][1, cid] - depth_pos
     physics.kinematics()
     rig.render()
     return rig
@@ -130,3 +132,17 @@ def test_stereo_rgb_pair(rig):
     assert rgb.float().std() > 1.0  # not a blank image
     # The right camera sits 6.5 cm to the side: its view of the lit table differs.
     assert not torch.equal(rgb[:, 0], rgb[:, 1])
+
+
+def test_rgb_channel_order(rig):
+    """Channels come out R, G, B: the table (rgba 0.55, 0.42, 0.30) is red > green > blue, the
+    floor (0.35, 0.37, 0.40) blue > green > red, under the white (0.8, 0.8, 0.8) light."""
+    rgb = rig.stereo_rgb().int()  # (N, 2, 3, H, W)
+    r, g, b = rgb[0, 0]  # world 0, left camera (posed as the depth camera): only the table top
+    assert ((r > g) & (g > b)).all()
+    # World 1's left camera sees the table and, past its edges, the floor (see the depth test).
+    depth, clear = _analytic_world1()
+    table, floor = [torch.as_tensor((depth == z) & clear) for z in (0.95, 1.2)]
+    r, g, b = (c.float() for c in rgb[1, 0])
+    assert r[table].mean() > g[table].mean() > b[table].mean()
+    assert b[floor].mean() > g[floor].mean() > r[floor].mean()
