@@ -277,16 +277,11 @@ def cmd_bench_throughput(a) -> None:
         print(json.dumps(result))
 
 
-def _check_device(name: str) -> None:
-    from dexrl.runtime.launch import check_device
-
-    check_device("--device", name)
-
-
 def cmd_bench_capacity(a) -> None:
     from dexrl.bench.capacity import run_capacity
+    from dexrl.runtime.launch import check_device
 
-    _check_device(a.device)
+    check_device("--device", a.device)
     a.resolution = a.resolution or ["160x120", "320x240"]
     for r in a.resolution:
         parse_resolution(r)
@@ -303,8 +298,9 @@ def cmd_bench_capacity(a) -> None:
 def cmd_bench_learner(a) -> None:
     from dexrl.bench.learner import bench_learner, format_table, preset_spec
     from dexrl.config.train import apply_overrides, preset
+    from dexrl.runtime.launch import check_device
 
-    _check_device(a.device)
+    check_device("--device", a.device)
     w, h = parse_resolution(a.resolution)
     cfg = apply_overrides(preset(a.preset), [f"env.camera.width={w}", f"env.camera.height={h}"])
     result = bench_learner(w, h, a.num_envs, cfg.model, cfg.ppo, device=a.device, iterations=a.iterations,
