@@ -1,8 +1,9 @@
 """Depth image encoder (paper Sec. III-A, Fig. 3).
 
 4 conv layers with 16, 32, 64, 128 filters (kernel/stride 6/2, 4/2, 4/2, 4/2), each
-Conv -> ReLU -> LayerNorm over (C, H, W) (the paper names the parts, not their order), then a fully connected layer from the whole last
-feature map (flattened, so where things are in the image survives) to a 32-d embedding.
+Conv -> ReLU -> LayerNorm over (C, H, W) (the paper names the parts, not their order),
+then a fully connected layer from the whole last feature map (flattened, so where things are
+in the image survives) to a 32-d embedding.
 LayerNorm and that layer need the exact (C, H, W) of every feature map, so those shapes are
 computed from the input image size when the encoder is built.
 

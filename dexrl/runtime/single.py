@@ -36,11 +36,13 @@ class Interrupted(Exception):
 class _StopAtIterationEnd:
     """Ctrl-C in a single-process run (main thread) asks to stop once the iteration ends, so
     that it can be saved whole; a second Ctrl-C stops at once. Elsewhere: nothing changes
-    (launched ranks are stopped by their launcher)."""
+    (launched ranks are stopped by their launcher). `restore` puts the old handler back."""
 
     def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled and threading.current_thread() is threading.main_thread()
         self.asked = False
+        self._old = None
+        if enabled and threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._ask)
 
     def _ask(self, signum, frame) -> None:
         if self.asked:
@@ -48,13 +50,8 @@ class _StopAtIterationEnd:
         self.asked = True
         print("\ndexrl train: stopping after this iteration (Ctrl-C again to stop now)", file=sys.stderr)
 
-    def __enter__(self) -> "_StopAtIterationEnd":
-        if self.enabled:
-            self._old = signal.signal(signal.SIGINT, self._ask)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.enabled:
+    def restore(self) -> None:
+        if self._old is not None:
             signal.signal(signal.SIGINT, self._old)
 
 
@@ -221,40 +218,41 @@ class Trainer:
                    disable=not (progress and self.is_logger))
         warned_overflow = not self.is_logger
         failed = False
-        with _StopAtIterationEnd(cfg.runtime == "single") as stop:
-            try:
-                while self.iteration < cfg.max_iterations:
-                    row = self._iteration(n)
-                    if logger is not None:
-                        logger.log(row)
-                    bar.set_postfix({"steps/s": f"{row['env_steps_per_s']:.0f}", "success": f"{row['success_rate']:.2f}",
-                                     "adr": f"{row['adr_progress']:.2f}",
-                                     **{k.split('/')[1]: f"{v:.3f}" for k, v in row.items() if k.startswith("reward/")}})
-                    bar.update(1)
-                    if row.get("physics/overflow", 0.0) > 0 and not warned_overflow:
-                        warned_overflow = True
-                        bar.write(f"dexrl train: warning: MuJoCo Warp dropped contacts in {row['physics/overflow']:.2%} "
-                                  "of world-steps (buffers full); raise env.naccdmax_per_world, env.nconmax_per_world "
-                                  "or env.njmax_per_world (metric physics/overflow)", file=sys.stderr)
-                    if self.iteration % cfg.checkpoint_every == 0 or self.iteration == cfg.max_iterations or stop.asked:
-                        path = self.save(run_dir)
-                    if stop.asked and self.iteration < cfg.max_iterations:
-                        raise Interrupted(self.iteration, path)
-            except RankFailure:
-                # A peer is gone: keep what this rank can still vouch for (the weights and the
-                # optimizer as of the last finished iteration), then report; a full checkpoint of
-                # that iteration, with the environment's state, is better still.
-                failed = True
-                if self.is_logger and self._full_checkpoint != self.iteration:
-                    self.save(run_dir, with_env=False)
-                raise
-            finally:
-                bar.close()
+        stop = _StopAtIterationEnd(cfg.runtime == "single")
+        try:
+            while self.iteration < cfg.max_iterations:
+                row = self._iteration(n)
                 if logger is not None:
-                    logger.close()
-                if self._thread is not None:  # after a failure, not waiting for a rollout that may hang
-                    self._thread.shutdown(wait=not failed, cancel_futures=True)
-                    self._thread = None
+                    logger.log(row)
+                bar.set_postfix({"steps/s": f"{row['env_steps_per_s']:.0f}", "success": f"{row['success_rate']:.2f}",
+                                 "adr": f"{row['adr_progress']:.2f}",
+                                 **{k.split('/')[1]: f"{v:.3f}" for k, v in row.items() if k.startswith("reward/")}})
+                bar.update(1)
+                if row.get("physics/overflow", 0.0) > 0 and not warned_overflow:
+                    warned_overflow = True
+                    bar.write(f"dexrl train: warning: MuJoCo Warp dropped contacts in {row['physics/overflow']:.2%} "
+                              "of world-steps (buffers full); raise env.naccdmax_per_world, env.nconmax_per_world "
+                              "or env.njmax_per_world (metric physics/overflow)", file=sys.stderr)
+                if self.iteration % cfg.checkpoint_every == 0 or self.iteration == cfg.max_iterations or stop.asked:
+                    path = self.save(run_dir)
+                if stop.asked and self.iteration < cfg.max_iterations:
+                    raise Interrupted(self.iteration, path)
+        except RankFailure:
+            # A peer is gone: keep what this rank can still vouch for (the weights and the
+            # optimizer as of the last finished iteration), then report; a full checkpoint of
+            # that iteration, with the environment's state, is better still.
+            failed = True
+            if self.is_logger and self._full_checkpoint != self.iteration:
+                self.save(run_dir, with_env=False)
+            raise
+        finally:
+            stop.restore()
+            bar.close()
+            if logger is not None:
+                logger.close()
+            if self._thread is not None:  # after a failure, not waiting for a rollout that may hang
+                self._thread.shutdown(wait=not failed, cancel_futures=True)
+                self._thread = None
         return Path(run_dir)
 
     def _collect(self, storage: RolloutStorage) -> tuple[dict, dict]:
