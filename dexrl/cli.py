@@ -8,6 +8,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from dexrl import __version__
 from dexrl.config.env import CameraConfig, EnvConfig, parse_resolution
 from dexrl.config.rl import IMAGE_STORAGE
 from dexrl.sim.objects import ObjectSetConfig
@@ -84,7 +85,7 @@ def cmd_play(a) -> None:
 
 def _train_config(a):
     """The resolved config and the checkpoint payload to resume from (or None)."""
-    from dexrl.config.train import TrainConfig, apply_overrides, from_dict, preset
+    from dexrl.config.train import TrainConfig, apply_overrides, from_dict, network_settings, preset
     from dexrl.runtime.checkpoint import load_checkpoint
 
     payload, path = (load_checkpoint(a.resume) if a.resume else (None, None))
@@ -110,7 +111,10 @@ def _train_config(a):
             overrides.append(f"{key}={getattr(a, flag)}")
     if a.seed is not None:
         overrides += [f"seed={a.seed}", f"env.seed={a.seed}"]
+    trained = network_settings(cfg)
     cfg = apply_overrides(cfg, overrides)
+    if payload is not None:
+        _check_same_network(trained, network_settings(cfg))
     for flag, runtime in (("sim_ranks", "disagg"), ("ranks", "dp")):
         if getattr(a, flag) is not None and cfg.runtime != runtime:
             raise ValueError(f"--{flag.replace('_', '-')} needs --runtime {runtime} (this run's runtime: {cfg.runtime})")
@@ -118,6 +122,13 @@ def _train_config(a):
         raise ValueError(f"{path} is at iteration {payload['iteration']}, and --max-iterations counts from the run's "
                          f"start ({cfg.max_iterations}): pass more to continue")
     return cfg, payload, path
+
+
+def _check_same_network(saved: dict, now: dict) -> None:
+    changed = [f"{key} {saved[key]} -> {now[key]}" for key in saved if saved[key] != now[key]]
+    if changed:
+        raise ValueError(f"a resumed run keeps the network its checkpoint was trained with, and "
+                         f"{', '.join(changed)} would change it; start a new run instead")
 
 
 def _run_dir(a, cfg, checkpoint_path) -> Path:
@@ -329,6 +340,7 @@ def cmd_report(a) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dexrl", allow_abbrev=False, description="End-to-end RL for dexterous grasping on MuJoCo Warp.")
+    parser.add_argument("--version", action="version", version=f"dexrl {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("play", allow_abbrev=False, help="roll a policy out and write a video (third person | depth | stereo RGB)")
@@ -447,8 +459,10 @@ def main(argv: list[str] | None = None) -> int:
         code = args.fn(args) or 0
     except (ValueError, RuntimeError, OSError) as exc:
         # Errors a user can cause (a bad option, a path that is a file or a folder where the
-        # other was meant) end with one line, not a stack trace.
-        print(f"dexrl {command}: error: {exc}", file=sys.stderr)
+        # other was meant) end with one line, not a stack trace; MuJoCo's parser messages
+        # span lines ("XML Error: ...\nElement 'x', line 2").
+        message = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        print(f"dexrl {command}: error: {message}", file=sys.stderr)
         code = 2
     except KeyboardInterrupt:
         print(f"\ndexrl {command}: interrupted", file=sys.stderr)

@@ -85,6 +85,11 @@ def test_counts_and_lengths_must_be_positive(argv, says, capsys):
 
 @pytest.mark.parametrize("argv, says", [
     (["scene", "--out", "{tmp}"], "dexrl scene: error: [Errno 21] Is a directory"),  # an OSError too
+    # MuJoCo's parser message spans two lines: joined into one
+    (["scene", "--robot-xml", "{tmp}/bad.xml"],
+     "dexrl scene: error: robot MJCF '{tmp}/bad.xml' does not parse: XML Error: Schema violation: "
+     "unrecognized element; Element 'bad', line 2"),
+    (["scene", "--mesh-dir", "{tmp}/bad.xml"], "dexrl scene: error: object mesh folder '{tmp}/bad.xml' is not a folder"),
     (["train", "--sim-ranks", "3", "--run-dir", "{tmp}/r"], "dexrl train: error: --sim-ranks needs --runtime disagg"),
     (["bench", "learner", "--device", "gpu"], "dexrl bench learner: error: --device 'gpu': unknown device"),
     (["bench", "capacity", "--device", "gpu"], "dexrl bench capacity: error: --device 'gpu': unknown device"),
@@ -96,9 +101,18 @@ def test_more_user_errors_are_one_line(argv, says, capsys, tmp_path, monkeypatch
     import dexrl.bench.throughput
 
     monkeypatch.setattr(dexrl.bench.throughput, "bench_throughput", None)  # never reached
+    (tmp_path / "bad.xml").write_text("<mujoco><worldbody>\n<bad/></worldbody></mujoco>")
     assert main([x.format(tmp=tmp_path) for x in argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith(says), err
+    assert len(err) == 1 and err[0].startswith(says.format(tmp=tmp_path)), err
+
+
+def test_version(capsys):
+    from dexrl import __version__
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0 and capsys.readouterr().out == f"dexrl {__version__}\n"
 
 
 def test_no_option_is_taken_by_its_abbreviation(capsys):
@@ -115,6 +129,30 @@ def test_resuming_a_run_that_has_reached_max_iterations_says_so(capsys, tmp_path
     assert main(["train", "--resume", str(tmp_path), "--max-iterations", "3"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "is at iteration 3, and --max-iterations counts from the run's start (3)" in err[0]
+
+
+@pytest.mark.parametrize("change, says", [
+    (["--set", "model.activation=relu"], "model.activation elu -> relu"),  # would load, and compute otherwise
+    (["--resolution", "32x24"], "env.camera.width 80 -> 32, env.camera.height 60 -> 24"),
+    (["--set", "env.action_space=joint_delta"], "env.action_space palm_synergy -> joint_delta"),
+])
+def test_a_resume_that_would_change_the_network_is_one_line(change, says, capsys, tmp_path):
+    from dexrl.config.train import preset, to_dict
+    from dexrl.runtime.checkpoint import save_checkpoint
+
+    save_checkpoint(tmp_path / "checkpoints" / "iter_000003.pt", {"iteration": 3, "config": to_dict(preset("quickstart"))})
+    assert main(["train", "--resume", str(tmp_path), "--max-iterations", "5", *change]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"a resumed run keeps the network its checkpoint was trained with, and {says} would" in err[0]
+
+
+def test_a_resume_may_change_what_leaves_the_network_alone():
+    from dexrl.cli import _check_same_network
+    from dexrl.config.train import apply_overrides, network_settings, preset
+
+    cfg = preset("quickstart")
+    changed = apply_overrides(cfg, ["model.encoder_chunk=7", "ppo.lr=3e-4", "env.num_envs=64", "env.seed=3"])
+    _check_same_network(network_settings(cfg), network_settings(changed))  # no error
 
 
 def test_train_takes_a_resolution():

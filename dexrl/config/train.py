@@ -88,6 +88,17 @@ def world_split(cfg: TrainConfig) -> str:
     return f"{cfg.env.num_envs} worlds " + where.get(cfg.runtime, "in one process")
 
 
+def network_settings(cfg: TrainConfig) -> dict[str, object]:
+    """The settings a run's network and normalizers are built for (its inputs, outputs and
+    layers). A resumed run keeps them: some would not load (another shape), and others, such
+    as the activation, would load and silently change what the weights compute."""
+    model = {f"model.{k}": v for k, v in to_dict(cfg.model).items() if k != "encoder_chunk"}  # chunking: memory only
+    return {**model, "policy_input": cfg.policy_input, "env.camera.width": cfg.env.camera.width,
+            "env.camera.height": cfg.env.camera.height, "env.action_space": cfg.env.action_space,
+            "env.robot_xml": cfg.env.robot_xml, "ppo.normalize_obs": cfg.ppo.normalize_obs,
+            "ppo.normalize_value": cfg.ppo.normalize_value}
+
+
 def quickstart() -> TrainConfig:
     """CPU, a few minutes: 32 worlds, 80x60 depth, a small network, 4 s episodes, and the
     palm_synergy action space (absolute palm pose + hand synergies), whose reward for

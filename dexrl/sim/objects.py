@@ -116,7 +116,8 @@ def mesh_folder_objects(folder: str | Path, scale: float = 1.0) -> list[ObjectAs
     show in depth but hold nothing)."""
     path = Path(folder).expanduser()
     if not path.is_dir():
-        raise ValueError(f"object mesh folder {str(path)!r} does not exist; pass a folder of .obj/.stl files")
+        problem = "is not a folder" if path.exists() else "does not exist"
+        raise ValueError(f"object mesh folder {str(path)!r} {problem}; pass a folder of .obj/.stl files")
     files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".obj", ".stl"))
     if not files:
         raise ValueError(f"object mesh folder {str(path)!r} holds no .obj or .stl file")

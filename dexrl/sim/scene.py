@@ -55,7 +55,7 @@ def _robot_spec(robot_xml: str | None) -> mujoco.MjSpec:
         return mujoco.MjSpec.from_string(build_robot_xml())
     path = Path(robot_xml).expanduser()
     if not path.is_file():
-        raise RobotModelError(f"robot MJCF {str(path)!r} does not exist")
+        raise RobotModelError(f"robot MJCF {str(path)!r} {'is not a file' if path.exists() else 'does not exist'}")
     try:
         return mujoco.MjSpec.from_file(str(path))
     except Exception as exc:  # MuJoCo raises plain ValueError with its parser message
