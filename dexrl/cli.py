@@ -176,6 +176,11 @@ def cmd_train(a) -> int:
     from dexrl.runtime import comm
 
     cfg, payload, path = _train_config(a)
+    if a.print_config:
+        from dexrl.config.train import dumps
+
+        print(dumps(cfg))
+        return 0
     run_dir = _run_dir(a, cfg, path)
     _check_fresh(run_dir, path)
     if cfg.runtime != "single":
@@ -374,6 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rdzv-endpoint", help="HOST:PORT for the ranks' rendezvous (default: a free loopback port)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any option, e.g. --set ppo.lr=3e-4 --set env.camera.width=80 (repeatable)")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the run's resolved config (every option, as JSON) and exit without training")
     p.set_defaults(fn=cmd_train)
 
     p = sub.add_parser("eval", allow_abbrev=False, help="success rate and return over finished episodes")

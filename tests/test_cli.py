@@ -155,6 +155,18 @@ def test_a_resume_may_change_what_leaves_the_network_alone():
     _check_same_network(network_settings(cfg), network_settings(changed))  # no error
 
 
+def test_print_config_prints_the_resolved_config_and_trains_nothing(capsys, tmp_path, monkeypatch):
+    from dexrl.config.train import loads
+    import dexrl.runtime.single
+
+    monkeypatch.setattr(dexrl.runtime.single, "Trainer", None)  # never reached
+    assert main(["train", "--preset", "teacher-depth", "--set", "ppo.lr=3e-4", "--num-envs", "64",
+                 "--run-dir", str(tmp_path / "r"), "--print-config"]) == 0
+    cfg = loads(capsys.readouterr().out)
+    assert (cfg.preset, cfg.ppo.lr, cfg.env.num_envs) == ("teacher-depth", 3e-4, 64)
+    assert not (tmp_path / "r").exists()
+
+
 def test_train_takes_a_resolution():
     from dexrl.cli import _train_config, build_parser
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import types
 import typing
@@ -204,6 +205,11 @@ def loads(text: str) -> TrainConfig:
     return from_dict(TrainConfig, json.loads(text))
 
 
+def _did_you_mean(parents: list[str], key: str, node: dict) -> str:
+    close = difflib.get_close_matches(key, list(node), n=1)
+    return f" (did you mean {'.'.join([*parents, close[0]])}?)" if close else ""
+
+
 def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
     """``["ppo.lr=3e-4", "env.camera.width=80"]`` -> a new, validated config. Values are JSON
     (numbers, true/false, lists) or plain strings; a misspelt key fails at start-up."""
@@ -213,12 +219,13 @@ def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
             raise ValueError(f"override {item!r} must look like key.path=value")
         path, raw = item.split("=", 1)
         node, keys = data, path.split(".")
-        for key in keys[:-1]:
+        for i, key in enumerate(keys[:-1]):
             if not isinstance(node.get(key), dict):
-                raise ValueError(f"unknown option {path!r}: {key!r} is not a section")
+                raise ValueError(f"unknown option {path!r}: {key!r} is not a section{_did_you_mean(keys[:i], key, node)}")
             node = node[key]
         if keys[-1] not in node:
-            raise ValueError(f"unknown option {path!r}; see the run's config.json for every option")
+            raise ValueError(f"unknown option {path!r}{_did_you_mean(keys[:-1], keys[-1], node)}; "
+                             "dexrl train --print-config lists every option")
         try:  # a string option takes the text as it is (--set env.device=0 is not a number)
             node[keys[-1]] = raw if isinstance(node[keys[-1]], str) else json.loads(raw)
         except json.JSONDecodeError:

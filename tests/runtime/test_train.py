@@ -48,8 +48,12 @@ def test_config_round_trip_and_overrides():
     assert loads(dumps(cfg)) == cfg
     changed = apply_overrides(cfg, ["ppo.lr=0.0003", "env.camera.width=80", "model.mlp=[64, 32]"])
     assert changed.ppo.lr == 3e-4 and changed.env.camera.width == 80 and changed.model.mlp == (64, 32)
-    with pytest.raises(ValueError, match="unknown option 'ppo.lrr'"):
+    with pytest.raises(ValueError, match=r"unknown option 'ppo.lrr' \(did you mean ppo.lr\?\)"):
         apply_overrides(cfg, ["ppo.lrr=1"])
+    with pytest.raises(ValueError, match=r"'camra' is not a section \(did you mean env.camera\?\)"):
+        apply_overrides(cfg, ["env.camra.width=80"])
+    with pytest.raises(ValueError, match=r"unknown option 'zzz'; dexrl train --print-config"):  # nothing close
+        apply_overrides(cfg, ["zzz=1"])
     with pytest.raises(ValueError, match="num_minibatches"):
         apply_overrides(cfg, ["env.num_envs=10"])  # 10 worlds do not split into 4 minibatches
     # A value of the wrong kind fails naming the option, rather than deep inside the run.
