@@ -4,6 +4,8 @@ Both worlds keep the object slot's default (compiled) mesh, so each MJW world is
 model MuJoCo C runs.
 """
 
+import copy
+
 import mujoco
 import numpy as np
 import pytest
@@ -48,9 +50,10 @@ def test_forward_kinematics_matches_mujoco_c(sim):
         np.testing.assert_allclose(physics.site_xpos[w].numpy(), d.site_xpos, atol=1e-5)
 
 
-def _resting_z(scene, qpos: np.ndarray) -> float:
-    """Object body z at which the lowest hull vertex touches the table top."""
-    m = scene.mjm
+def _resting_z(scene, qpos: np.ndarray, m=None) -> float:
+    """Object body z at which the lowest hull vertex touches the table top (in ``m``, default
+    the compiled scene)."""
+    m = scene.mjm if m is None else m
     d = mujoco.MjData(m)
     d.qpos[:] = qpos
     mujoco.mj_kinematics(m, d)
@@ -115,3 +118,69 @@ def test_graph_replay_steps_exactly_as_launching_each_kernel():
         runs.append((first, physics.qpos.clone()))
     assert not torch.equal(runs[1][0], qpos)  # it moved
     assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
+
+
+# Fields the randomizer sets from an object's table or from a draw; MuJoCo C derives the rest
+# (body_subtreemass, body_invweight0) from them with mj_setConst.
+RANDOMIZED_FIELDS = ("geom_dataid", "geom_pos", "geom_quat", "geom_aabb", "geom_rbound", "geom_friction", "body_mass",
+                     "body_inertia", "body_ipos", "body_iquat", "actuator_gainprm", "actuator_biasprm",
+                     "dof_frictionloss")
+
+
+def test_randomized_worlds_each_step_as_mujoco_c_with_their_own_model():
+    """Two worlds with another object each and their own friction, gains, joint friction and
+    mass: each steps as MuJoCo C does with a model holding that world's values, whose derived
+    fields MuJoCo C computes itself. A value written to the wrong world, a field the engine
+    does not read per world, or a derived field left stale fails it."""
+    from dexrl.config.env import RandomizationConfig
+    from dexrl.envs.randomization import Randomizer
+    from dexrl.sim.rng import WorldRNG
+
+    scene = build_scene(EnvConfig(num_envs=N, depth=False))
+    physics = BatchedPhysics(scene, N)
+    randomizer = Randomizer(physics)
+    everywhere = torch.ones(N, dtype=torch.bool)
+    draws = WorldRNG(5, torch.arange(N)).at(0)
+    randomizer.assign_objects(everywhere, draws, object_id=torch.tensor([3, 7]))
+    randomizer.apply(everywhere, RandomizationConfig(friction=(0.3, 1.5), kp_scale=(0.5, 1.5), kd_scale=(0.5, 1.5),
+                                                     joint_friction=(0.0, 0.5), mass_scale=(0.5, 2.0)), draws)
+    f = {k: v.numpy() for k, v in physics.fields.items()}
+    b, a = scene.object_body, scene.object_qpos_adr
+    for name in ("geom_dataid", "body_mass", "geom_friction", "actuator_gainprm", "dof_frictionloss"):
+        assert not np.array_equal(f[name][0], f[name][1]), f"{name}: the two worlds were not randomized apart"
+
+    ctrl_offset = np.random.default_rng(2).uniform(-0.2, 0.2, 23)
+    worlds_c = []
+    for w in range(N):
+        m = copy.copy(scene.mjm)
+        for name in RANDOMIZED_FIELDS:
+            getattr(m, name)[:] = f[name][w].reshape(getattr(m, name).shape)
+        d = mujoco.MjData(m)
+        mujoco.mj_setConst(m, d)
+        np.testing.assert_allclose(f["body_subtreemass"][w, b], m.body_subtreemass[b], rtol=1e-5)
+        np.testing.assert_allclose(f["body_invweight0"][w, b], m.body_invweight0[b], rtol=1e-4)
+
+        qpos = start_qpos(scene)
+        qpos[a:a + 7] = [*OBJECT_SPAWN[:2], 0.0, 1.0, 0.0, 0.0, 0.0]
+        qpos[a + 2] = _resting_z(scene, qpos, m)
+        qvel = np.zeros(m.nv)
+        qvel[scene.object_dof_adr] = 0.3  # sliding along x: the friction slows it
+        ctrl = np.zeros(m.nu)
+        ctrl[scene.actuator_ids] = np.clip(qpos[scene.qpos_adr] + ctrl_offset, *scene.jnt_range.T)
+        push = np.array([0.0, 0.5, 0.0, 0.0, 0.0, 0.0])  # N along y: the mass sets its acceleration
+        d.qpos[:], d.qvel[:], d.ctrl[:], d.xfrc_applied[b] = qpos, qvel, ctrl, push
+        physics.qpos[w] = torch.as_tensor(qpos)
+        physics.qvel[w] = torch.as_tensor(qvel)
+        physics.ctrl[w] = torch.as_tensor(ctrl)
+        physics.xfrc_applied[w, b] = torch.as_tensor(push)
+        physics.qacc_warmstart[w] = 0.0
+        worlds_c.append((m, d))
+    for _ in range(20):
+        for m, d in worlds_c:
+            mujoco.mj_step(m, d)
+        physics.step(1)
+    moved = [d.qpos[a:a + 2] - OBJECT_SPAWN[:2] for _, d in worlds_c]
+    assert not np.allclose(moved[0], moved[1], atol=1e-3)  # friction and mass differ: the objects slid apart
+    for w, (m, d) in enumerate(worlds_c):
+        np.testing.assert_allclose(physics.qpos[w].numpy(), d.qpos, atol=1e-4, err_msg=f"world {w}")
+        np.testing.assert_allclose(physics.qvel[w].numpy(), d.qvel, atol=1e-2, err_msg=f"world {w}")
