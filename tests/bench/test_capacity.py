@@ -119,6 +119,13 @@ def test_plan_sim_bound_and_fixed_costs_by_hand():
     # dp: 600 + 2n -> 200 (800); sim: 600 + n -> 400; learner: n -> 999, 333 per sim: 999 total
     assert (r["dp_total"], r["disagg_per_gpu"], r["disagg_total"]) == (800, 333, 999)
     assert r["ratio"] == pytest.approx(999 / 800)
+    # bound: (4 x 1000 - 0 - 3 x 600) / (4 x (1000 - 600 - 0)) = 2200 / 1600
+    assert r["ratio_bound"] == pytest.approx(2200 / 1600)
+    # The learner's fixed bytes and one micro-batch's update count as L: 100 + 2 x 50 = 200,
+    # (4000 - 200 - 1800) / (4 x (1000 - 600 - 200)) = 2000 / 800
+    r = cap.plan(Parts(physics_per_world=1, storage_per_env=1, learner_fixed=100, update_per_minibatch_env=50),
+                 Budget(**{**vars(b), "microbatch_envs": 2}))
+    assert r["ratio_bound"] == pytest.approx(2000 / 800)
 
 
 def test_quadratic_physics_term_limits_worlds():
@@ -138,6 +145,22 @@ def test_without_fixed_costs_disaggregation_never_holds_more_worlds():
         r = cap.plan(p, b)
         assert r["disagg_total"] <= r["dp_total"] + b.gpus
         assert r["ratio"] <= r["ratio_ceiling"]
+        assert r["ratio_bound"] == 1.0
+
+
+def test_no_memory_per_world_beats_the_fixed_cost_bound():
+    rng = random.Random(1)
+    for _ in range(300):
+        micro = rng.choice([0, 8, 64])
+        p = Parts(physics_fixed=rng.uniform(0, 2e5), physics_per_world=rng.uniform(1, 100),
+                  storage_per_env=rng.uniform(1, 100), transit_per_world=rng.uniform(0, 10),
+                  policy_state_per_env=rng.uniform(0, 10), update_per_minibatch_env=rng.uniform(0, 100),
+                  inference_per_env=rng.uniform(0, 5), learner_fixed=rng.uniform(0, 3e5))
+        b = Budget(gpus=rng.randint(2, 8), gpu_mem_bytes=1e6, sim_overhead_bytes=rng.uniform(0, 2e5),
+                   context_bytes=rng.uniform(0, 5e4), multiple=1, microbatch_envs=micro)
+        r = cap.plan(p, b)
+        if r["ratio"] is not None and r["ratio_bound"] is not None:
+            assert r["ratio"] <= r["ratio_bound"] * (1 + 1e-3) + b.gpus / r["dp_total"], (p, b, r)
 
 
 def test_budget_needs_two_gpus():

@@ -150,6 +150,19 @@ def max_worlds(mem: Callable[[int], float], budget: float, multiple: int, limit:
     return lo * multiple
 
 
+def ratio_bound(p: Parts, b: Budget) -> float | None:
+    """The highest ratio any per-world memory could give, from the fixed costs alone: with L the
+    learner's (its fixed bytes and one micro-batch's update), S a simulating GPU's and C the
+    context, n l <= M - C - L and n s <= (G - 1)(M - C - S) give n (s + l) <= G (M - C) - L -
+    (G - 1) S, while a DP world costs at most s + l: ratio <= that / (G (M - C - S - L)).
+    Without fixed costs it is 1 (docs/results.md)."""
+    learner = learner_fixed_bytes(p, b) + p.update_per_minibatch_env * b.microbatch_envs
+    sim = b.sim_overhead_bytes + p.sim_fixed
+    free = b.gpu_mem_bytes - b.context_bytes
+    dp_free = b.gpus * (free - sim - learner)
+    return (b.gpus * free - learner - (b.gpus - 1) * sim) / dp_free if dp_free > 0 else None
+
+
 def plan(p: Parts, b: Budget) -> dict:
     """Table I for one resolution: max worlds per GPU and in total, both layouts. With 'host'
     image storage the node's host memory bounds the worlds of all its learners together."""
@@ -172,6 +185,8 @@ def plan(p: Parts, b: Budget) -> dict:
         "disagg_bound": "learner" if learner_max // sims < sim_max else "sim",
         # What no learner can lift: the sim GPUs full, as if one GPU held every rollout.
         "ratio_ceiling": sims * sim_max / dp_total if dp else None,
+        # What no memory per world can lift: the fixed costs' bound.
+        "ratio_bound": ratio_bound(p, b),
     }
 
 
@@ -187,7 +202,7 @@ def _b(x: float | None) -> str:
 def _table_one(result: dict, b: Budget) -> list[str]:
     r = result
     ratio = "n/a (no DP rank fits)" if r["ratio"] is None else format(r["ratio"], ".2f")
-    ceiling = "n/a" if r["ratio_ceiling"] is None else format(r["ratio_ceiling"], ".2f")
+    ceiling, bound = ("n/a" if r[k] is None else format(r[k], ".2f") for k in ("ratio_ceiling", "ratio_bound"))
     return [
         f"    {'data parallel':<20}{r['dp_per_gpu']:>12,}{r['dp_total']:>12,}   ({r['dp_bound']}-bound)",
         f"    {'disaggregated':<20}{r['disagg_per_gpu']:>12,}{r['disagg_total']:>12,}   "
@@ -195,6 +210,7 @@ def _table_one(result: dict, b: Budget) -> list[str]:
         f"learner max {r['learner_max_total']:,})",
         f"    {'ratio':<20}{ratio:>24}",
         f"    {'ceiling':<20}{ceiling:>24}   (the sim GPUs full, whatever the learner holds)",
+        f"    {'bound':<20}{bound:>24}   (from the fixed costs, whatever each world costs)",
     ]
 
 
