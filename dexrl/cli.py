@@ -75,9 +75,18 @@ def _print_table(title: str, row: dict) -> None:
         print(f"  {k:<{width}}  {v:,.3f}" if isinstance(v, float) else f"  {k:<{width}}  {v}")
 
 
+def _check_named_policy(policy: str, command: str) -> None:
+    """--policy names a built-in policy; a path there is a checkpoint meant for --checkpoint."""
+    if Path(policy).expanduser().exists():
+        raise ValueError(f"--policy takes a built-in policy's name (scripted); to {command} the checkpoint "
+                         f"{policy!r} use: dexrl eval --checkpoint {policy}"
+                         + (" --episodes 1 --video out/play.mp4" if command == "film" else ""))
+
+
 def cmd_play(a) -> None:
     from dexrl.play import play
 
+    _check_named_policy(a.policy, "film")
     cfg = env_config(a, stereo_rgb=True)
     out = play(cfg, a.policy, a.video, a.seconds)
     print(f"wrote {out}")
@@ -253,6 +262,7 @@ def cmd_eval(a) -> None:
         payload, _ = load_checkpoint(a.checkpoint)
         cfg = _checkpoint_env(a, from_dict(TrainConfig, payload["config"]).env)
     else:
+        _check_named_policy(a.policy, "evaluate")
         cfg = env_config(a, depth=False)
     if a.adr == "max":  # evaluate under the terminal randomization ranges
         from dexrl import adr

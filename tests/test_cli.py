@@ -90,6 +90,10 @@ def test_counts_and_lengths_must_be_positive(argv, says, capsys):
      "dexrl scene: error: robot MJCF '{tmp}/bad.xml' does not parse: XML Error: Schema violation: "
      "unrecognized element; Element 'bad', line 2"),
     (["scene", "--mesh-dir", "{tmp}/bad.xml"], "dexrl scene: error: object mesh folder '{tmp}/bad.xml' is not a folder"),
+    (["play", "--policy", "{tmp}"], "dexrl play: error: --policy takes a built-in policy's name (scripted); to film "
+     "the checkpoint '{tmp}' use: dexrl eval --checkpoint {tmp} --episodes 1 --video out/play.mp4"),
+    (["eval", "--policy", "{tmp}"], "dexrl eval: error: --policy takes a built-in policy's name (scripted); "
+     "to evaluate the checkpoint '{tmp}' use: dexrl eval --checkpoint {tmp}"),
     (["train", "--sim-ranks", "3", "--run-dir", "{tmp}/r"], "dexrl train: error: --sim-ranks needs --runtime disagg"),
     (["bench", "learner", "--device", "gpu"], "dexrl bench learner: error: --device 'gpu': unknown device"),
     (["bench", "capacity", "--device", "gpu"], "dexrl bench capacity: error: --device 'gpu': unknown device"),
