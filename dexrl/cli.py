@@ -77,8 +77,10 @@ def _print_table(title: str, row: dict) -> None:
 
 def _check_named_policy(policy: str, command: str) -> None:
     """--policy names a built-in policy; a path there is a checkpoint meant for --checkpoint."""
-    if Path(policy).expanduser().exists():
-        raise ValueError(f"--policy takes a built-in policy's name (scripted); to {command} the checkpoint "
+    from dexrl.play import POLICIES
+
+    if policy not in POLICIES and Path(policy).expanduser().exists():
+        raise ValueError(f"--policy takes a built-in policy's name ({', '.join(POLICIES)}); to {command} the checkpoint "
                          f"{policy!r} use: dexrl eval --checkpoint {policy}"
                          + (" --episodes 1 --video out/play.mp4" if command == "film" else ""))
 

@@ -43,10 +43,13 @@ def frame(env: GraspEnv, world: int = 0) -> np.ndarray:
     return torch.cat(tiles, dim=-1).permute(1, 2, 0).numpy()
 
 
+POLICIES = ("scripted",)
+
+
 def make_policy(name: str, env: GraspEnv):
     if name == "scripted":
         return ScriptedGrasp(env)
-    raise ValueError(f"unknown policy {name!r}; available: scripted")
+    raise ValueError(f"unknown policy {name!r}; available: {', '.join(POLICIES)}")
 
 
 def play(cfg: EnvConfig, policy: str, video: str, seconds: float | None = None, every: int = 2) -> Path:

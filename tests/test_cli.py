@@ -111,6 +111,14 @@ def test_more_user_errors_are_one_line(argv, says, capsys, tmp_path, monkeypatch
     assert len(err) == 1 and err[0].startswith(says.format(tmp=tmp_path)), err
 
 
+def test_a_folder_named_like_a_policy_is_not_taken_for_a_checkpoint(tmp_path, monkeypatch):
+    from dexrl.cli import _check_named_policy
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "scripted").mkdir()
+    _check_named_policy("scripted", "film")  # no error: the built-in name wins
+
+
 def test_version(capsys):
     from dexrl import __version__
 
