@@ -1,7 +1,8 @@
 """Oracle: batched MuJoCo Warp against MuJoCo C on the same compiled model.
 
-Both worlds keep the object slot's default (compiled) mesh, so each MJW world is exactly the
-model MuJoCo C runs.
+Most tests keep the object slot's default (compiled) mesh in both worlds, so each MJW world
+is exactly the model MuJoCo C runs; the last gives each world its own object and physics
+values, and MuJoCo C a model holding that world's values.
 """
 
 import copy
