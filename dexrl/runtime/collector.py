@@ -150,7 +150,7 @@ class PipelinedCollector(Collector):
             env.send_group(g, out.action)
             outs.append(out)
         start = timer("inference", start)  # (includes sending; the sims are already stepping)
-        res = env.receive_groups()
+        res = env.receive()
         return _merge(outs, env.group_rows, env.n), res, timer("env", start)
 
 

@@ -1,11 +1,13 @@
 """Disaggregated simulation (the paper's Algorithms 1 and 2).
 
 Sim ranks 0..K-1 hold only a GraspEnv over their slice of the worlds; the learner rank K
-holds the policy, the rollout storage and PPO. Every step the learner sends each sim rank
-a command header and its actions, and receives (obs, reward, terminated, truncated, episode
-statistics) into preallocated buffers, with non-blocking point-to-point calls. On the
-learner, ``RemoteEnvs`` stands in for a GraspEnv, so the Collector and Trainer are the same
-code as in a single process.
+holds the policy, the rollout storage and PPO. Every step the learner sends each sim rank one
+message, (command, world group, actions), and receives two into preallocated buffers: the
+image (compact) and one float32 block with the observation vectors, reward, terminated,
+truncated and episode statistics. Few large messages rather than many small ones: each costs
+a round of the backend's protocol (a kernel launch under NCCL), and the sims wait for them.
+All are non-blocking point-to-point calls. On the learner, ``RemoteEnvs`` stands in for a
+GraspEnv, so the Collector and Trainer are the same code as in a single process.
 """
 
 from __future__ import annotations
@@ -21,10 +23,9 @@ from dexrl.envs.rewards import REWARD_TERMS
 from dexrl.models.depth_codec import encode_depth
 from dexrl.runtime import comm
 from dexrl.runtime.checkpoint import to_host
+from dexrl.runtime.wire import AUX, reply_columns, reply_width
 
 CMD_STEP, CMD_STATE, CMD_LOAD, CMD_STOP, CMD_RANGES = 0, 1, 2, 3, 4
-AUX = tuple(REWARD_TERMS) + ("success", "done", "episode_return", "episode_length", "episode_success",
-                             "physics_overflow")
 
 
 def wire_keys(cfg: TrainConfig) -> tuple[str, ...]:
@@ -51,26 +52,33 @@ class SimRank:
         self.cfg, self.learner = cfg, learner
         self.timeout_s = comm.STARTUP_TIMEOUT_S  # until the learner's first command, then cfg.learner_timeout_s
         self.envs = [GraspEnv(sim_env_config(cfg, sim_index, device, g)) for g in range(num_groups(cfg))]
-        self.keys = wire_keys(cfg)
+        self.n, self.action_dim = self.envs[0].n, self.envs[0].action_dim  # per world group
+        keys = wire_keys(cfg)
+        self.image_key = keys[0] if keys[0] == "depth" else None
+        self.vector_keys = tuple(k for k in keys if k != self.image_key)
         self.image_dtype = cfg.ppo.image_dtype
         self.wire = comm.wire_device()
 
-    def _obs_tensors(self, obs: dict) -> list[torch.Tensor]:
-        out = []
-        for k in self.keys:
-            x = obs[k]
-            out.append((encode_depth(x, self.image_dtype) if k == "depth" else x).to(self.wire))
-        return out
+    def _image(self, obs: dict) -> list[torch.Tensor]:
+        return [encode_depth(obs[self.image_key], self.image_dtype).to(self.wire)] if self.image_key else []
 
-    def _step_tensors(self, res: StepResult, sim_s: float) -> list[torch.Tensor]:
-        info = res.info
-        aux = torch.stack([*(info["reward_terms"][k] for k in REWARD_TERMS), info["success"].float(),
-                           info["done"].float(), info["episode_return"], info["episode_length"].float(),
-                           info["episode_success"].float(), info["physics_overflow"].float()],
-                          dim=-1)  # (n, len(AUX))
-        parts = [*self._obs_tensors(res.obs), res.reward, res.terminated, res.truncated, info["final_critic"], aux,
-                 torch.tensor([sim_s], dtype=torch.float64)]
-        return [p.to(self.wire) for p in parts]
+    def _reply(self, obs: dict, res: StepResult | None = None, sim_s: float = 0.0) -> list[torch.Tensor]:
+        """One world group's step as [image] + [float32 (n * V + 1,)]: the block (n, V) of
+        ``reply_columns``, then env.step's seconds. The first observations carry no step."""
+        block, c = self.reply[:-1].view(self.n, -1), self.columns  # (n, V)
+        for key in self.vector_keys:
+            block[:, c[key]].copy_(obs[key])
+        if res is not None:
+            info = res.info
+            aux = torch.stack([*(info["reward_terms"][k] for k in REWARD_TERMS), info["success"].float(),
+                               info["done"].float(), info["episode_return"], info["episode_length"].float(),
+                               info["episode_success"].float(), info["physics_overflow"].float()],
+                              dim=-1)  # (n, len(AUX))
+            for key, value in (("reward", res.reward), ("terminated", res.terminated), ("truncated", res.truncated),
+                               ("final_critic", info["final_critic"]), ("aux", aux)):
+                block[:, c[key]].copy_(value.reshape(self.n, -1))
+        self.reply[-1] = sim_s
+        return self._image(obs) + [self.reply]
 
     def _send(self, tensors: list[torch.Tensor]) -> None:
         comm.wait(comm.isend(tensors, self.learner), self.timeout_s, self.learner, "learner")
@@ -81,25 +89,26 @@ class SimRank:
     def run(self) -> None:
         envs, learner = self.envs, self.learner
         first = [env.reset() for env in envs]
-        layout = [(k, tuple(t.shape), str(t.dtype)) for k, t in zip(self.keys, self._obs_tensors(first[0]))]
-        comm.send_object({"num_envs": sum(e.n for e in envs), "groups": len(envs), "action_dim": envs[0].action_dim,
-                          "layout": layout}, learner, self.timeout_s, "learner")
+        widths = {k: first[0][k].shape[-1] for k in self.vector_keys}
+        self.columns = reply_columns(widths)
+        self.reply = torch.zeros(self.n * reply_width(self.columns) + 1, device=self.wire)  # sent, then reused
+        image = [(self.image_key, tuple(t.shape), str(t.dtype)) for t in self._image(first[0])]
+        comm.send_object({"num_envs": self.n * len(envs), "groups": len(envs), "action_dim": self.action_dim,
+                          "image": image[0] if image else None, "vectors": widths}, learner, self.timeout_s, "learner")
         for obs in first:
-            self._send(self._obs_tensors(obs))
-        header = torch.zeros(2, dtype=torch.int64, device=self.wire)  # (command, world group)
-        actions = torch.zeros(envs[0].n, envs[0].action_dim, device=self.wire)
+            self._send(self._reply(obs))
+        command = torch.zeros(2 + self.n * self.action_dim, device=self.wire)  # (command, world group, actions)
         while True:
-            self._recv([header])
+            self._recv([command])
             self.timeout_s = self.cfg.learner_timeout_s
-            cmd, group = int(header[0]), int(header[1])
+            cmd, group = int(command[0]), int(command[1])
             if cmd == CMD_STEP:
                 env = envs[group]
-                self._recv([actions])
                 start = time.perf_counter()
-                res = env.step(actions.to(env.device))
+                res = env.step(command[2:].view(self.n, self.action_dim).to(env.device))  # (the env clamps a copy)
                 if env.device.type == "cuda":  # the step's kernels, not only their launches
                     torch.cuda.current_stream(env.device).synchronize()
-                self._send(self._step_tensors(res, time.perf_counter() - start))
+                self._send(self._reply(res.obs, res, time.perf_counter() - start))
             elif cmd == CMD_STATE:  # in host memory: unpickled on the learner, it must not land on this GPU
                 comm.send_object([to_host(env.state_dict()) for env in envs], learner, self.timeout_s, "learner")
             elif cmd == CMD_LOAD:
@@ -126,30 +135,31 @@ class RemoteEnvs:
         self.per_sim, self.groups = hello[0]["num_envs"], hello[0]["groups"]
         self.half = self.per_sim // self.groups
         self.n, self.action_dim = self.per_sim * len(sim_ranks), hello[0]["action_dim"]
-        dtype = {str(t): t for t in (torch.float32, torch.float16, torch.uint16, torch.bool, torch.int64)}
-        # One buffer per tensor for all N worlds; each (sim, group) receives straight into its
-        # rows. Observations have one buffer, not two: the Collector records step t's in the
-        # rollout storage before it asks for step t+1 (Collector.collect).
-        self.obs_buf = {k: torch.empty((self.n, *shape[1:]), dtype=dtype[dt], device=self.wire)
-                        for k, shape, dt in hello[0]["layout"]}
-        self.reward = torch.empty(self.n, device=self.wire)
-        self.terminated = torch.empty(self.n, dtype=torch.bool, device=self.wire)
-        self.truncated = torch.empty(self.n, dtype=torch.bool, device=self.wire)
-        self.final_critic = torch.empty(self.n, self.obs_buf["critic"].shape[1], device=self.wire)
-        self.aux = torch.empty(self.n, len(AUX), device=self.wire)
-        self.sim_seconds = torch.zeros(len(sim_ranks), self.groups, 1, dtype=torch.float64, device=self.wire)
-        self.header = torch.zeros(len(sim_ranks), self.groups, 2, dtype=torch.int64, device=self.wire)
+        self.columns = reply_columns(hello[0]["vectors"])
+        self.vector_keys = tuple(hello[0]["vectors"])
+        self.image_key, self.image = None, None
+        if hello[0]["image"] is not None:
+            # One buffer for all N worlds; each (sim, group) receives straight into its rows. One
+            # buffer, not two: the Collector records step t's images before it sends step t+1.
+            self.image_key, shape, dtype = hello[0]["image"]
+            dtypes = {str(t): t for t in (torch.float32, torch.float16, torch.uint16)}
+            self.image = torch.empty((self.n, *shape[1:]), dtype=dtypes[dtype], device=self.wire)
+        # Per (sim, group): the reply block (half * V) and that group's env.step seconds; the
+        # command (command, group, half * A actions).
+        self.replies = torch.zeros(len(sim_ranks), self.groups, self.half * reply_width(self.columns) + 1,
+                                   device=self.wire)
+        self.commands = torch.zeros(len(sim_ranks), self.groups, 2 + self.half * self.action_dim, device=self.wire)
         # (N / groups,) global ids of each group, sims in ascending order: the rows a
         # pipelined Collector acts on together.
         self.group_rows = [torch.cat([torch.arange(self.n, device=device)[self._rows(i, g)]
                                       for i in range(len(sim_ranks))]) for g in range(self.groups)]
-        self.bytes_per_step = sum(t.numel() * t.element_size() for t in self._step_buffers(slice(None)))
-        self._wait([(r, comm.irecv(list(self._obs_rows(self._rows(i, g)).values()), r))
+        self.bytes_per_step = sum(t.numel() * t.element_size() for t in (self.image, self.replies, self.commands)
+                                  if t is not None)
+        self._wait([(r, comm.irecv(self._reply_buffers(i, g), r))
                     for i, r in enumerate(sim_ranks) for g in range(self.groups)])
-        self.first_obs = self._obs()
+        self.first_obs = self._obs(self._unpack())
         self._wait_s = self._sim_s = 0.0
         self._steps, self._sim_each = 0, torch.zeros(len(sim_ranks), dtype=torch.float64)  # (K,) env.step seconds
-        self._actions: list = [None] * self.groups  # kept alive until their sends complete
         self._pending: list = []
         self._stepped = False
 
@@ -157,12 +167,21 @@ class RemoteEnvs:
         start = i * self.per_sim + g * self.half
         return slice(start, start + self.half)
 
-    def _obs_rows(self, rows: slice) -> dict[str, torch.Tensor]:
-        return {k: v[rows] for k, v in self.obs_buf.items()}
+    def _reply_buffers(self, i: int, g: int) -> list[torch.Tensor]:
+        return ([self.image[self._rows(i, g)]] if self.image is not None else []) + [self.replies[i, g]]
 
-    def _step_buffers(self, rows: slice) -> list[torch.Tensor]:
-        return [*self._obs_rows(rows).values(), self.reward[rows], self.terminated[rows], self.truncated[rows],
-                self.final_critic[rows], self.aux[rows]]
+    def _unpack(self) -> dict[str, torch.Tensor]:
+        """Each column group of the replies as an (N, width) tensor of its own on the learner
+        device, rows in world order (a copy: in the replies the groups' columns interleave)."""
+        block = self.replies[..., :-1].unflatten(-1, (self.half, -1))  # (K, groups, half, V)
+        return {key: block[..., cols].clone(memory_format=torch.contiguous_format).view(self.n, -1).to(self.device)
+                for key, cols in self.columns.items()}
+
+    def _obs(self, fields: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        obs = {k: fields[k] for k in self.vector_keys}
+        if self.image is not None:  # compact, and valid until the next send (see Collector.collect)
+            obs[self.image_key] = self.image.to(self.device, non_blocking=True)
+        return obs
 
     def _wait(self, works: list, timeout_s: float | None = None) -> None:
         """Wait for (sim rank, requests) pairs; a dead or silent sim raises RankFailure."""
@@ -170,22 +189,20 @@ class RemoteEnvs:
             comm.wait(w, timeout_s or self.timeout_s, rank, "sim")
 
     def _send_all(self, cmd: int, group: int = 0, actions: torch.Tensor | None = None, wait: bool = True) -> list:
-        """Header (command, group) to every sim, then its rows of ``actions`` (group order)."""
+        """(command, group) to every sim, with its rows of ``actions`` ((N / groups, A), row
+        order; a command without actions leaves the last ones, which the sim ignores)."""
         works = []
         for i, rank in enumerate(self.sims):
-            header = self.header[i, group]
-            header[0], header[1] = cmd, group
-            tensors = [header] + ([actions[i * self.half:(i + 1) * self.half]] if actions is not None else [])
-            works.append((rank, comm.isend(tensors, rank)))
+            message = self.commands[i, group]  # its last send completed: waited for in receive
+            message[0], message[1] = cmd, group
+            if actions is not None:
+                message[2:].view(self.half, -1).copy_(actions[i * self.half:(i + 1) * self.half])
+            works.append((rank, comm.isend([message], rank)))
         if wait:
             for rank, w in works:
                 comm.wait(w, self.timeout_s, rank, "sim")
             return []
         return works
-
-    def _obs(self) -> dict[str, torch.Tensor]:
-        # Images stay compact: the Collector keeps them so (see Collector._select).
-        return {k: v.to(self.device, non_blocking=True) for k, v in self.obs_buf.items()}
 
     def reset(self) -> dict[str, torch.Tensor]:
         """The sims reset once at start-up (Algorithm 1, line 2); this returns that observation."""
@@ -197,7 +214,7 @@ class RemoteEnvs:
         sims' sim-only rate: the sum over sim ranks of worlds x steps / that rank's env.step
         seconds (what they would reach if they never waited for the learner)."""
         out = {"time/sim_s": self._sim_s, "time/transfer_s": max(self._wait_s - self._sim_s, 0.0),
-               "transfer/bytes_per_step": float(self.bytes_per_step + self.n * self.action_dim * 4)}
+               "transfer/bytes_per_step": float(self.bytes_per_step)}
         if self._steps and bool((self._sim_each > 0).all()):
             out["sims/sim_only_env_steps_per_s"] = float((self.per_sim * self._steps / self._sim_each).sum())
         self._wait_s = self._sim_s = 0.0
@@ -213,39 +230,43 @@ class RemoteEnvs:
         if group == 0:
             self._start = time.perf_counter()
             self._pending = []
-        # Waited for in receive_groups: the sims are still busy with earlier groups.
-        self._actions[group] = actions.to(self.wire, torch.float32).contiguous()
-        self._pending += self._send_all(CMD_STEP, group, self._actions[group], wait=False)
-        self._pending += [(rank, comm.irecv(self._step_buffers(self._rows(i, group)) + [self.sim_seconds[i, group]],
-                                            rank)) for i, rank in enumerate(self.sims)]
+        # Waited for in receive: the sims are still busy with earlier groups.
+        self._pending += self._send_all(CMD_STEP, group, actions, wait=False)
+        self._pending += [(rank, comm.irecv(self._reply_buffers(i, group), rank)) for i, rank in enumerate(self.sims)]
 
-    def receive_groups(self) -> StepResult:
-        """Every group's step results, gathered into one StepResult over all N worlds."""
+    def send(self, action: torch.Tensor) -> None:
+        """Start the sims on action (N, A), every world group."""
+        for g, rows in enumerate(self.group_rows):
+            self.send_group(g, action[rows])
+
+    def receive(self) -> StepResult:
+        """Every group's step results, gathered into one StepResult over all N worlds. All but
+        the image are the learner's own; the image is valid until the next send."""
         # The sims' first step builds MuJoCo Warp's step kernels (a CUDA graph capture on a GPU):
         # minutes on a cold cache, so it has the start-up allowance too.
         first = None if self._stepped else max(self.timeout_s, comm.STARTUP_TIMEOUT_S)
         self._wait(self._pending, first)
         self._stepped = True
         self._wait_s += time.perf_counter() - self._start
-        per_sim = self.sim_seconds.sum(1).flatten().cpu()  # (K,) this step's env.step seconds
+        per_sim = self.replies[:, :, -1].sum(1).cpu().double()  # (K,) this step's env.step seconds
         self._sim_s += float(per_sim.max())
         self._sim_each += per_sim
         self._steps += 1
-        d = self.device
-        aux = self.aux.to(d)
+        fields = self._unpack()
+        aux = fields["aux"]  # (N, len(AUX))
         info = {"reward_terms": {k: aux[:, j] for j, k in enumerate(REWARD_TERMS)},
                 "success": aux[:, AUX.index("success")] > 0.5, "done": aux[:, AUX.index("done")] > 0.5,
                 "episode_return": aux[:, AUX.index("episode_return")],
                 "episode_length": aux[:, AUX.index("episode_length")].long(),
                 "episode_success": aux[:, AUX.index("episode_success")] > 0.5,
                 "physics_overflow": aux[:, AUX.index("physics_overflow")] > 0.5,
-                "final_critic": self.final_critic.to(d)}
-        return StepResult(self._obs(), self.reward.to(d), self.terminated.to(d), self.truncated.to(d), info)
+                "final_critic": fields["final_critic"]}
+        return StepResult(self._obs(fields), fields["reward"][:, 0], fields["terminated"][:, 0] > 0.5,
+                          fields["truncated"][:, 0] > 0.5, info)
 
     def step(self, action: torch.Tensor) -> StepResult:
-        for g, rows in enumerate(self.group_rows):
-            self.send_group(g, action[rows])
-        return self.receive_groups()
+        self.send(action)
+        return self.receive()
 
     def state_dict(self) -> dict:
         self._send_all(CMD_STATE)

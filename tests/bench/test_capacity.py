@@ -17,11 +17,12 @@ RES = "80x60"  # the quickstart preset's camera; its small network keeps the lea
 
 # ---- pure parts and planner ------------------------------------------------------------------------
 def test_transit_is_depth_float16_plus_float32_vectors():
-    # depth only: 160 * 120 * 2 B = 38,400 B
-    assert cap.transit_bytes_per_world(160, 120, 0, 0, 0, 0, 0) == 160 * 120 * 2
-    # defaults: 38,400 + 4 * (69 proprio + 135 critic + 87 teacher + 22 aux + 23 action) = 38,400 + 1,344
-    assert cap.transit_bytes_per_world(160, 120) == 39_744
-    assert cap.transit_bytes_per_world(320, 240) == 320 * 240 * 2 + 1_344
+    # no vectors, no action: depth 160 * 120 * 2 B = 38,400 B, and reward, two flags and
+    # 10 episode statistics: 4 * 13 B
+    assert cap.transit_bytes_per_world(160, 120, 0, 0, 0) == 38_400 + 52
+    # defaults: 38,400 + 4 * (69 proprio + 135 critic + 3 + 135 final critic + 10 + 23 action) = 38,400 + 1,500
+    assert cap.transit_bytes_per_world(160, 120) == 39_900
+    assert cap.transit_bytes_per_world(320, 240) == 320 * 240 * 2 + 1_500
 
 
 def test_max_worlds_rounds_down_to_the_multiple():

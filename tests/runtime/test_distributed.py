@@ -68,6 +68,67 @@ def test_odd_shapes_and_dtypes_transfer_exactly(tmp_path):
     assert out.read_text() == "True"
 
 
+def _remote_envs_worker(rank: int, port: int, out: str):
+    """Ranks 0, 1: sims of two world groups; rank 2: RemoteEnvs beside a local GraspEnv of the
+    same four worlds, both stepped with the same actions."""
+    from dataclasses import replace
+
+    from tests.conftest import tiny_config
+    from dexrl.envs.grasp import GraspEnv
+    from dexrl.models.depth_codec import encode_depth
+    from dexrl.runtime.disaggregated import RemoteEnvs, SimRank
+    from dexrl.runtime.single import adr_env_config
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE="3", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    comm.init("gloo")
+    base = tiny_config(1, episode_s=0.1)
+    cfg = replace(base, runtime="disagg", sim_ranks=2, pipeline=True, ppo=replace(base.ppo, image_dtype="uint16mm"))
+    if rank < 2:
+        SimRank(cfg, rank, 2, "cpu").run()
+        comm.shutdown()
+        return
+    remote = RemoteEnvs(cfg, [0, 1], torch.device("cpu"), timeout_s=60.0)
+    local = GraspEnv(adr_env_config(cfg))
+    mismatched = []
+
+    def compare(step: int, got, want) -> None:
+        got_obs, want_obs = got if isinstance(got, dict) else got.obs, want if isinstance(want, dict) else want.obs
+        pairs = {f"obs/{k}": (v, encode_depth(want_obs[k], "uint16mm") if k == "depth" else want_obs[k])
+                 for k, v in got_obs.items()}
+        if not isinstance(got, dict):
+            pairs.update(reward=(got.reward, want.reward), terminated=(got.terminated, want.terminated),
+                         truncated=(got.truncated, want.truncated))
+            pairs.update({f"reward_terms/{k}": (v, want.info["reward_terms"][k])
+                          for k, v in got.info["reward_terms"].items()})
+            pairs.update({k: (v, want.info[k]) for k, v in got.info.items() if k != "reward_terms"})
+        mismatched.extend(f"step {step} {k}" for k, (a, b) in pairs.items()
+                          if a.dtype != b.dtype or not torch.equal(a.view(torch.int16) if a.dtype == torch.uint16 else a,
+                                                                   b.view(torch.int16) if b.dtype == torch.uint16 else b))
+
+    compare(-1, remote.reset(), local.reset())
+    gen, finished = torch.Generator().manual_seed(0), 0
+    for step in range(8):
+        action = torch.rand(4, local.action_dim, generator=gen) * 2 - 1
+        got, want = remote.step(action), local.step(action)
+        compare(step, got, want)
+        finished += int(want.info["done"].sum())
+    remote.close()
+    Path(out).write_text(json.dumps({"mismatched": mismatched, "finished": finished,
+                                     "keys": sorted(got.obs) + sorted(got.info)}))
+    comm.shutdown()
+
+
+def test_the_learner_receives_each_field_of_the_sims_steps_exactly(tmp_path):
+    """Two sims of two world groups (the replies packed per group) against one local env of the
+    same worlds: observations, reward, flags, reward terms and episode statistics equal, dtypes
+    included, over episodes that end (0.1 s long)."""
+    out = tmp_path / "remote.json"
+    mp.spawn(_remote_envs_worker, args=(comm.free_loopback_port(), str(out)), nprocs=3)
+    result = json.loads(out.read_text())
+    assert result["mismatched"] == [] and result["finished"] >= 4
+    assert {"depth", "proprio", "critic", "episode_return", "final_critic", "success"} <= set(result["keys"])
+
+
 def _model(path: Path) -> dict:
     return load_checkpoint(path)[0]["model"]
 

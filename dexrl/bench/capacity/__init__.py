@@ -52,7 +52,6 @@ from dexrl.bench.capacity.measure import (
     warp_array_bytes,
 )
 from dexrl.bench.capacity.plan import (
-    AUX_FLOATS,
     GIB,
     IMAGE_STORAGE,
     MIB,
@@ -75,7 +74,7 @@ from dexrl.bench.capacity.plan import (
 from dexrl.bench.capacity.validate import ROLES, validate_plan, validate_role
 
 __all__ = [
-    "AUX_FLOATS", "GIB", "IMAGE_STORAGE", "MIB", "ROLES",
+    "GIB", "IMAGE_STORAGE", "MIB", "ROLES",
     "Budget", "Parts", "TorchLiveBytes", "WarpBytes",
     "dp_rank_bytes", "fit_linear", "fit_quadratic", "format_table", "learner_fixed_bytes",
     "learner_rank_bytes", "learner_transient_bytes", "max_worlds", "measure_learner", "measure_parts", "measure_sim",

@@ -363,7 +363,7 @@ def measure_parts(resolution: str, preset: str = "teacher-depth", device: str = 
     learner = measure_learner(cfg, torch.device(device), (p, 2 * p))
     spec = preset_spec(cfg)
     a_dim = spec.action_dim
-    transit = transit_bytes_per_world(w, h, spec.policy_vector_dim, spec.value_vector_dim, 64 + a_dim, a_dim)
+    transit = transit_bytes_per_world(w, h, spec.policy_vector_dim, spec.value_vector_dim, a_dim)
     a, b, c = sim["physics"]
     return Parts(
         resolution=f"{w}x{h}", device=device, preset=preset,

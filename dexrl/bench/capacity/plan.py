@@ -8,16 +8,18 @@ from typing import Callable
 
 from dexrl.config.rl import IMAGE_STORAGE
 from dexrl.models.actor_critic import recurrent_state_shapes
+from dexrl.runtime.wire import step_bytes_per_world
 
 GIB, MIB = 2**30, 2**20
-AUX_FLOATS = 4 + 1 + 1 + 16  # reward, terminated, truncated, episode statistics / ADR feedback
 
 
 def transit_bytes_per_world(width: int, height: int, proprio_dim: int = 69, critic_dim: int = 135,
-                            teacher_dim: int = 87, action_dim: int = 23, aux_floats: int = AUX_FLOATS) -> int:
-    """Bytes one world moves per step between a sim rank and the learner: depth float16 (H*W*2),
-    float32 vectors (proprio, critic, state teacher, reward/flags/aux) and the float32 action back."""
-    return width * height * 2 + 4 * (proprio_dim + critic_dim + teacher_dim + aux_floats + action_dim)
+                            action_dim: int = 23) -> int:
+    """Bytes one world moves per step between a sim rank and the learner, as the runtime sends
+    them (`dexrl.runtime.wire`): depth float16 (H*W*2), its float32 row of the reply block
+    (proprio, critic, reward, flags, the final critic observation, episode statistics) and its
+    float32 action."""
+    return step_bytes_per_world(width * height * 2, {"proprio": proprio_dim, "critic": critic_dim}, action_dim)
 
 
 def policy_state_bytes_per_env(model_cfg) -> int:
