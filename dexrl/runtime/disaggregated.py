@@ -19,11 +19,10 @@ import torch
 
 from dexrl.config.train import TrainConfig
 from dexrl.envs.grasp import GraspEnv, StepResult
-from dexrl.envs.rewards import REWARD_TERMS
 from dexrl.models.depth_codec import encode_depth
 from dexrl.runtime import comm
 from dexrl.runtime.checkpoint import to_host
-from dexrl.runtime.wire import AUX, reply_columns, reply_width
+from dexrl.runtime.wire import pack_step, reply_columns, reply_width, unpack_step
 
 CMD_STEP, CMD_STATE, CMD_LOAD, CMD_STOP, CMD_RANGES = 0, 1, 2, 3, 4
 
@@ -69,14 +68,7 @@ class SimRank:
         for key in self.vector_keys:
             block[:, c[key]].copy_(obs[key])
         if res is not None:
-            info = res.info
-            aux = torch.stack([*(info["reward_terms"][k] for k in REWARD_TERMS), info["success"].float(),
-                               info["done"].float(), info["episode_return"], info["episode_length"].float(),
-                               info["episode_success"].float(), info["physics_overflow"].float()],
-                              dim=-1)  # (n, len(AUX))
-            for key, value in (("reward", res.reward), ("terminated", res.terminated), ("truncated", res.truncated),
-                               ("final_critic", info["final_critic"]), ("aux", aux)):
-                block[:, c[key]].copy_(value.reshape(self.n, -1))
+            pack_step(block, c, res.reward, res.terminated, res.truncated, res.info)
         self.reply[-1] = sim_s
         return self._image(obs) + [self.reply]
 
@@ -253,16 +245,7 @@ class RemoteEnvs:
         self._sim_each += per_sim
         self._steps += 1
         fields = self._unpack()
-        aux = fields["aux"]  # (N, len(AUX))
-        info = {"reward_terms": {k: aux[:, j] for j, k in enumerate(REWARD_TERMS)},
-                "success": aux[:, AUX.index("success")] > 0.5, "done": aux[:, AUX.index("done")] > 0.5,
-                "episode_return": aux[:, AUX.index("episode_return")],
-                "episode_length": aux[:, AUX.index("episode_length")].long(),
-                "episode_success": aux[:, AUX.index("episode_success")] > 0.5,
-                "physics_overflow": aux[:, AUX.index("physics_overflow")] > 0.5,
-                "final_critic": fields["final_critic"]}
-        return StepResult(self._obs(fields), fields["reward"][:, 0], fields["terminated"][:, 0] > 0.5,
-                          fields["truncated"][:, 0] > 0.5, info)
+        return StepResult(self._obs(fields), *unpack_step(fields))
 
     def step(self, action: torch.Tensor) -> StepResult:
         self.send(action)
