@@ -41,6 +41,8 @@ def summarize(run_dir: Path, runtime: str, procs: int, skip: int = 1) -> dict:
         key = f"time/{phase}_s"
         if any(key in r for r in rows):
             out[f"{phase}_s"] = mean(key)
+    if "transfer_s" in out:  # issue 4's target at paper scale: <= 0.1 of the training time
+        out["transfer_share"] = out["transfer_s"] / out["iteration_s"]
     if any("transfer/bytes_per_step" in r for r in rows):
         out["bytes_per_step"] = mean("transfer/bytes_per_step")
     if all("sims/sim_only_env_steps_per_s" in r for r in rows):

@@ -11,9 +11,9 @@ from dexrl.cli import main
 def test_summary_skips_warm_up_and_relates_to_the_sims_own_rate(tmp_path):
     rows = [
         {"env_steps_per_s": 1.0, "time/iteration_s": 99.0, "sims/sim_only_env_steps_per_s": 1.0},  # warm-up
-        {"env_steps_per_s": 300.0, "time/iteration_s": 2.0, "time/sim_s": 1.0, "time/update_s": 0.5,
+        {"env_steps_per_s": 300.0, "time/iteration_s": 2.0, "time/sim_s": 1.0, "time/update_s": 0.5, "time/transfer_s": 0.1,
          "transfer/bytes_per_step": 1000.0, "sims/sim_only_env_steps_per_s": 400.0},
-        {"env_steps_per_s": 600.0, "time/iteration_s": 1.0, "time/sim_s": 0.5, "time/update_s": 0.3,
+        {"env_steps_per_s": 600.0, "time/iteration_s": 1.0, "time/sim_s": 0.5, "time/update_s": 0.3, "time/transfer_s": 0.2,
          "transfer/bytes_per_step": 1000.0, "sims/sim_only_env_steps_per_s": 800.0},
     ]
     (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
@@ -24,6 +24,8 @@ def test_summary_skips_warm_up_and_relates_to_the_sims_own_rate(tmp_path):
     # The sims' own rate likewise: 600 steps in 1.5 s + 0.75 s = 1600/3 per s; 400 of it is 0.75.
     assert out["sim_only_env_steps_per_s"] == pytest.approx(1600 / 3)
     assert out["fraction_of_sim_only"] == pytest.approx(0.75)
+    # Transfer's share of the time: 0.3 s of 3 s.
+    assert out["transfer_share"] == pytest.approx(0.1)
     with pytest.raises(ValueError, match="no iteration to measure"):
         summarize(tmp_path, "disagg", 2, skip=3)
 
@@ -36,4 +38,4 @@ def test_disaggregated_overlapped_run_reports_its_share_of_the_sims_rate(capsys)
     assert result["overlap_update"] and result["processes"] == 2 and result["iterations_measured"] == 2
     # Every step took the sims some time, and no run beats its own simulators.
     assert result["sim_only_env_steps_per_s"] > 0 and 0 < result["fraction_of_sim_only"] <= 1.0
-    assert result["bytes_per_step"] > 0 and result["update_s"] > 0
+    assert result["bytes_per_step"] > 0 and result["update_s"] > 0 and 0 < result["transfer_share"] < 1
