@@ -68,9 +68,10 @@ def test_odd_shapes_and_dtypes_transfer_exactly(tmp_path):
     assert out.read_text() == "True"
 
 
-def _remote_envs_worker(rank: int, port: int, out: str):
-    """Ranks 0, 1: sims of two world groups of two worlds; rank 2: RemoteEnvs beside a local
-    GraspEnv of the same eight worlds, both stepped with the same actions."""
+def _remote_envs_worker(rank: int, port: int, out: str, policy_input: str):
+    """Ranks 0, 1: sims of four worlds (as two world groups of two for a depth policy); rank 2:
+    RemoteEnvs beside a local GraspEnv of the same eight worlds, both stepped with the same
+    actions."""
     from dataclasses import replace
 
     from tests.conftest import tiny_config
@@ -82,8 +83,9 @@ def _remote_envs_worker(rank: int, port: int, out: str):
     os.environ.update(RANK=str(rank), WORLD_SIZE="3", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     comm.init("gloo")
     base = tiny_config(1, episode_s=0.1)
-    cfg = replace(base, env=replace(base.env, num_envs=8), runtime="disagg", sim_ranks=2, pipeline=True,
-                  ppo=replace(base.ppo, image_dtype="uint16mm"))
+    cfg = replace(base, env=replace(base.env, num_envs=8), runtime="disagg", sim_ranks=2, policy_input=policy_input,
+                  pipeline=policy_input == "depth", ppo=replace(base.ppo, image_dtype="uint16mm"))
+    keys = {"depth", "proprio", "critic"} if policy_input == "depth" else {"state_teacher", "critic"}
     if rank < 2:
         SimRank(cfg, rank, 2, "cpu").run()
         comm.shutdown()
@@ -96,7 +98,7 @@ def _remote_envs_worker(rank: int, port: int, out: str):
         got_obs, want_obs = got if isinstance(got, dict) else got.obs, want if isinstance(want, dict) else want.obs
         pairs = {f"obs/{k}": (v, encode_depth(want_obs[k], "uint16mm") if k == "depth" else want_obs[k])
                  for k, v in got_obs.items()}
-        if got_obs.keys() != {"depth", "proprio", "critic"}:
+        if got_obs.keys() != keys:
             mismatched.append(f"step {step} obs keys {sorted(got_obs)}")
         if not isinstance(got, dict):
             if got.info.keys() != want.info.keys() - {"nonfinite"}:  # (a sim's own count, not sent)
@@ -122,12 +124,14 @@ def _remote_envs_worker(rank: int, port: int, out: str):
     comm.shutdown()
 
 
-def test_the_learner_receives_each_field_of_the_sims_steps_exactly(tmp_path):
-    """Two sims of two world groups (the replies packed per group) against one local env of the
-    same worlds: observations, reward, flags, reward terms and episode statistics equal, dtypes
-    included, over episodes that end (0.1 s long). Each field's columns: tests/runtime/test_wire.py."""
+@pytest.mark.parametrize("policy_input", ["depth", "state"])
+def test_the_learner_receives_each_field_of_the_sims_steps_exactly(tmp_path, policy_input):
+    """Two sims (of two world groups each for depth: the replies packed per group; the state
+    teacher's have no image) against one local env of the same worlds: observations, reward,
+    flags, reward terms and episode statistics equal, dtypes included, over episodes that end
+    (0.1 s long). Each field's columns: tests/runtime/test_wire.py."""
     out = tmp_path / "remote.json"
-    mp.spawn(_remote_envs_worker, args=(comm.free_loopback_port(), str(out)), nprocs=3)
+    mp.spawn(_remote_envs_worker, args=(comm.free_loopback_port(), str(out), policy_input), nprocs=3)
     result = json.loads(out.read_text())
     assert result["mismatched"] == [] and result["finished"] >= 8
 
