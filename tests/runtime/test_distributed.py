@@ -27,6 +27,12 @@ SHAPES = {"f16": ((3, 5, 7), torch.float16), "u16": ((2, 1, 9, 11), torch.uint16
           "i64": ((4, 3), torch.int64), "f32": ((1,), torch.float32)}
 
 
+def _exact(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Same dtype, shape and bits (uint16, which torch.equal does not take, compared as int16)."""
+    bits = lambda t: t.view(torch.int16) if t.dtype == torch.uint16 else t  # noqa: E731
+    return a.dtype == b.dtype and torch.equal(bits(a), bits(b))
+
+
 def _transfer_worker(rank: int, port: int, out: str):
     os.environ.update(RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     comm.init("gloo")
@@ -38,8 +44,7 @@ def _transfer_worker(rank: int, port: int, out: str):
     else:
         bufs = [torch.empty(shape, dtype=dt) for shape, dt in SHAPES.values()]
         comm.wait(comm.irecv(bufs, 0), 10.0, 0, "peer")
-        ok = all(torch.equal(b.view(torch.int16) if b.dtype == torch.uint16 else b,
-                             s.view(torch.int16) if s.dtype == torch.uint16 else s) for b, s in zip(bufs, sent.values()))
+        ok = all(_exact(b, s) for b, s in zip(bufs, sent.values()))
         Path(out).write_text(str(ok))
     comm.shutdown()
 
@@ -108,9 +113,7 @@ def _remote_envs_worker(rank: int, port: int, out: str, policy_input: str):
             pairs.update({f"reward_terms/{k}": (v, want.info["reward_terms"][k])
                           for k, v in got.info["reward_terms"].items()})
             pairs.update({k: (v, want.info[k]) for k, v in got.info.items() if k != "reward_terms"})
-        mismatched.extend(f"step {step} {k}" for k, (a, b) in pairs.items()
-                          if a.dtype != b.dtype or not torch.equal(a.view(torch.int16) if a.dtype == torch.uint16 else a,
-                                                                   b.view(torch.int16) if b.dtype == torch.uint16 else b))
+        mismatched.extend(f"step {step} {k}" for k, (a, b) in pairs.items() if not _exact(a, b))
 
     compare(-1, remote.reset(), local.reset())
     gen, finished = torch.Generator().manual_seed(0), 0
