@@ -205,6 +205,13 @@ def cmd_train(a) -> int:
         if code == 0:
             print(f"run directory: {run_dir}")
         return code
+    from dexrl.runtime.launch import single_process_threads
+
+    with single_process_threads():
+        return _train_single(cfg, payload, run_dir)
+
+
+def _train_single(cfg, payload: dict | None, run_dir: Path) -> int:
     from dexrl.runtime.checkpoint import resumable
     from dexrl.runtime.single import Interrupted, Trainer
 
@@ -326,13 +333,14 @@ def cmd_bench_capacity(a) -> None:
 def cmd_bench_learner(a) -> None:
     from dexrl.bench.learner import bench_learner, format_table, preset_spec
     from dexrl.config.train import apply_overrides, preset
-    from dexrl.runtime.launch import check_device
+    from dexrl.runtime.launch import check_device, single_process_threads
 
     check_device("--device", a.device)
     w, h = parse_resolution(a.resolution)
     cfg = apply_overrides(preset(a.preset), [f"env.camera.width={w}", f"env.camera.height={h}"])
-    result = bench_learner(w, h, a.num_envs, cfg.model, cfg.ppo, device=a.device, iterations=a.iterations,
-                           spec=preset_spec(cfg))
+    with single_process_threads():  # a learner, on the threads a training run's would have
+        result = bench_learner(w, h, a.num_envs, cfg.model, cfg.ppo, device=a.device, iterations=a.iterations,
+                               spec=preset_spec(cfg))
     print(format_table(result))
     if a.json:
         print(json.dumps(result))

@@ -45,6 +45,7 @@ def start(argv: list[str], cfg: TrainConfig, run_dir: Path, rdzv_endpoint: str |
     # The spawned ranks inherit these. NCCL_ERROR_HANDLING: torch's launcher would otherwise
     # choose the mode in which NCCL's watchdog kills a rank on a peer's error (untested: no
     # multi-GPU machine so far).
+    threads_override()  # a bad value stops here, in one line, not in every rank
     with _env_default(THREADS_ENV, str(learner_threads(cfg))), _env_default(*comm.NCCL_ERROR_HANDLING):
         failure = comm.launch_local(main, (argv,), world_size(cfg), endpoint, uuid.uuid4().hex[:8])
     if failure is None:
@@ -67,6 +68,30 @@ def start(argv: list[str], cfg: TrainConfig, run_dir: Path, rdzv_endpoint: str |
         pass
     print(f"dexrl train: error: {role} rank {rank} {cause}{hint}", file=sys.stderr)
     return EXIT_PEER_FAILED
+
+
+def threads_override() -> int | None:
+    """DEXRL_TORCH_THREADS, where the user set it: the intra-op threads of every learning
+    process (single, the disaggregated learner, each data-parallel rank)."""
+    value = os.environ.get(THREADS_ENV)
+    if value is None:
+        return None
+    if not value.strip().isdigit() or int(value) < 1:
+        raise ValueError(f"{THREADS_ENV} must be a whole number >= 1, got {value!r}")
+    return int(value)
+
+
+@contextlib.contextmanager
+def single_process_threads():
+    """A single-process run on DEXRL_TORCH_THREADS threads where set, restored afterwards
+    (tests and notebooks run several trainings in one process)."""
+    before, override = torch.get_num_threads(), threads_override()
+    if override is not None:
+        torch.set_num_threads(override)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def learner_threads(cfg: TrainConfig) -> int:
@@ -177,7 +202,7 @@ def run_rank(cfg: TrainConfig, run_dir: Path, resume: str | None) -> int:
     device = _device(cfg, info, cfg.env.device)
     # Sim ranks run batched elementwise work and leave the cores to physics; learning ranks
     # take the count learner_threads() chose in the launcher.
-    torch.set_num_threads(1 if role == "sim" else int(os.environ.get(THREADS_ENV, torch.get_num_threads())))
+    torch.set_num_threads(1 if role == "sim" else threads_override() or torch.get_num_threads())
     _write_rank_file(run_dir, info, role, device)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:

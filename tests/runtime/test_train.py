@@ -96,6 +96,30 @@ def test_a_gpu_index_the_machine_lacks_is_refused_before_launch(monkeypatch):
         launch.check_devices(TrainConfig(runtime="disagg", learner_device="cuda:2"))
 
 
+@pytest.mark.parametrize("value", ["0", "two", "-1", ""])
+def test_a_bad_thread_count_stops_a_run_before_any_rank(tmp_path, capsys, monkeypatch, value):
+    monkeypatch.setenv("DEXRL_TORCH_THREADS", value)
+    assert main(["train", "--runtime", "disagg", "--sim-ranks", "2", "--run-dir", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"dexrl train: error: DEXRL_TORCH_THREADS must be a whole number >= 1, got {value!r}\n"
+    assert not (tmp_path / "r" / "ranks").exists()
+
+
+def test_a_single_process_run_learns_on_the_threads_asked_for_and_gives_them_back(tmp_path, monkeypatch):
+    before, seen = torch.get_num_threads(), []
+
+    def build(cfg):  # the trainer is built, and trains, inside the thread setting
+        seen.append(torch.get_num_threads())
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(Trainer, "build", build)
+    monkeypatch.setenv("DEXRL_TORCH_THREADS", str(before + 1))
+    assert main(["train", "--run-dir", str(tmp_path / "r")]) == 2
+    monkeypatch.delenv("DEXRL_TORCH_THREADS")
+    assert main(["train", "--run-dir", str(tmp_path / "s")]) == 2
+    assert seen == [before + 1, before] and torch.get_num_threads() == before
+
+
 def test_bad_checkpoint_is_a_clear_error(tmp_path, capsys):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
