@@ -375,7 +375,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=_positive_float, help="length (default: one episode)")
     p.set_defaults(fn=cmd_play)
 
-    p = sub.add_parser("train", allow_abbrev=False, help="train a policy with PPO (single process, data-parallel or disaggregated)")
+    p = sub.add_parser("train", allow_abbrev=False, help="train a policy with PPO (single process, data-parallel or disaggregated)",
+                       epilog="environment: DEXRL_TORCH_THREADS=n sets the torch threads of every learning process "
+                       "(single, the disaggregated learner, each dp rank; sim ranks run one). Default: this "
+                       "process's count; dp ranks started here cores // ranks.")
     p.add_argument("--preset", help="quickstart | teacher-depth | teacher-state (default quickstart; "
                    "with --resume, the checkpoint's)")
     p.add_argument("--run-dir", help="where config, metrics, TensorBoard events and checkpoints go (default runs/PRESET-TIME)")
