@@ -95,11 +95,12 @@ def single_process_threads():
 
 
 def learner_threads(cfg: TrainConfig) -> int:
-    """Intra-op threads of each learning rank started on this machine. The disaggregated
-    learner uses this process's count: CPU reductions depend on it, and a run must not change
-    its numbers with the way it was launched (single == disagg, bit for bit). Data-parallel
-    ranks, which all simulate and learn, share the cores: two ranks of two threads on two cores
-    ran 2-3x slower than two ranks of one, and erratically (docs/results.md)."""
+    """Intra-op threads of each learning rank started on this machine where DEXRL_TORCH_THREADS
+    is not set (threads_override). The disaggregated learner uses this process's count: CPU
+    reductions depend on it, and a run must not change its numbers with the way it was launched
+    (single == disagg, bit for bit). Data-parallel ranks, which all simulate and learn, share
+    the cores: two ranks of two threads on two cores ran 2-3x slower than two ranks of one, and
+    erratically (docs/results.md)."""
     if cfg.runtime == "dp":
         return max(1, (os.cpu_count() or 1) // cfg.ranks)
     return torch.get_num_threads()
