@@ -2,7 +2,8 @@
 
 Per iteration (one untimed warm-up iteration first, so cuDNN autotuning, lazy Adam state and
 allocator growth are not counted):
-  collect  T steps of `model.act` on N envs fed random depth in [0.5, 1.3] m, random vectors,
+  collect  T steps of `model.act` on N envs fed random depth in [0.5, 1.3] m (in the storage's
+           compact dtype, as the Collector feeds it), random vectors,
            random rewards and a few random episode ends, inserted into a real RolloutStorage;
   update   one `ppo.update(storage)`: GAE, num_epochs x num_minibatches gradient steps,
            normalizer refresh.
@@ -24,6 +25,7 @@ import torch
 from dexrl.config.rl import ModelConfig, PPOConfig
 from dexrl.config.train import TrainConfig
 from dexrl.models.actor_critic import ActorCritic, State
+from dexrl.models.depth_codec import encode_depth
 from dexrl.models.spec import ObsSpec
 from dexrl.rl import PPO, RolloutStorage, build_actor_critic, bytes_per_env
 
@@ -58,19 +60,24 @@ def _sync(device: torch.device) -> None:
 
 class _RandomSource:
     """Stands in for the env: observation buffers allocated once and refilled in place, so the
-    timed loop allocates nothing an env would not (storage.insert copies them before refill)."""
+    timed loop allocates nothing an env would not (storage.insert copies them before refill).
+    Depth is handed over in the storage's compact dtype, as the Collector does: the policy acts
+    on (and pays to decode) the pixels the update replays."""
 
-    def __init__(self, spec: ObsSpec, num_envs: int, device: torch.device, seed: int) -> None:
-        self.n, self.spec, self.device = num_envs, spec, device
+    def __init__(self, spec: ObsSpec, num_envs: int, device: torch.device, seed: int, image_dtype: str) -> None:
+        self.n, self.spec, self.device, self.image_dtype = num_envs, spec, device, image_dtype
         self.gen = torch.Generator(device=device).manual_seed(seed)
-        self.obs = {spec.image_key: torch.empty(num_envs, *spec.image_shape, device=device)} if spec.image_key else {}
-        self.obs |= {key: torch.empty(num_envs, dim, device=device) for key, dim in spec.vector_dims.items()}  # (N, D)
+        self.obs = {key: torch.empty(num_envs, dim, device=device) for key, dim in spec.vector_dims.items()}  # (N, D)
+        if spec.image_key:
+            self.metres = torch.empty(num_envs, *spec.image_shape, device=device)  # (N, 1, H, W) float32
+            self.obs[spec.image_key] = encode_depth(self.metres, image_dtype)  # (N, 1, H, W) compact
         self.refill()
 
     def refill(self) -> dict[str, torch.Tensor]:
         for key, buf in self.obs.items():
             if key == self.spec.image_key:
-                buf.uniform_(DEPTH_MIN_M, DEPTH_MAX_M, generator=self.gen)
+                self.metres.uniform_(DEPTH_MIN_M, DEPTH_MAX_M, generator=self.gen)
+                buf.copy_(encode_depth(self.metres, self.image_dtype))
             else:
                 buf.normal_(generator=self.gen)
         return self.obs
@@ -160,7 +167,7 @@ def bench_learner(
     model = build_actor_critic(spec, model_cfg, ppo_cfg, device)
     ppo = PPO(model, ppo_cfg, device, seed=seed)
     storage = RolloutStorage(spec, model_cfg, ppo_cfg, num_envs, device)
-    source = _RandomSource(spec, num_envs, device, seed)
+    source = _RandomSource(spec, num_envs, device, seed, ppo_cfg.image_dtype)
     carry = (model.initial_state(num_envs, device), torch.ones(num_envs, dtype=torch.bool, device=device))
 
     inference_s = update_s = 0.0

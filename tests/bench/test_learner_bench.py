@@ -1,7 +1,10 @@
 """`dexrl bench learner` on a tiny network: keys, positive rates, storage bytes, a real update."""
 
 import copy
+import dataclasses
 import json
+
+import pytest
 
 import torch
 
@@ -66,6 +69,31 @@ def test_bench_learner_runs_a_real_update(monkeypatch):
     changed = [k for k in after if "weight" in k and not torch.equal(after[k], built["before"][k])]
     assert changed, "no weight moved: ppo.update did not run"
     assert "32x24" in bench.format_table(result)
+
+
+@pytest.mark.parametrize("image_dtype", ["float16", "uint16mm"])
+def test_the_bench_policy_acts_on_the_pixels_its_update_replays(monkeypatch, image_dtype):
+    """As in training (the Collector), model.act gets depth already in the storage's dtype, so
+    the update's first ratio is 1 and act's timing includes decoding it."""
+    seen, made, build, Storage = [], {}, bench.build_actor_critic, bench.RolloutStorage
+
+    def spy_model(*args, **kwargs):
+        model = build(*args, **kwargs)
+        act = model.act
+        model.act = lambda obs, *a: seen.append(obs["depth"].clone()) or act(obs, *a)
+        return model
+
+    def spy_storage(*args, **kwargs):
+        made["storage"] = storage = Storage(*args, **kwargs)
+        return storage
+
+    monkeypatch.setattr(bench, "build_actor_critic", spy_model)
+    monkeypatch.setattr(bench, "RolloutStorage", spy_storage)
+    ppo_cfg = dataclasses.replace(PPO_CFG, image_dtype=image_dtype)
+    bench.bench_learner(32, 24, 4, MODEL, ppo_cfg, iterations=1)
+    stored = made["storage"].obs["depth"]  # (T, N, 1, H, W), the last rollout
+    acted = torch.stack(seen[-PPO_CFG.num_steps:])  # what act saw in that rollout
+    assert acted.dtype == stored.dtype and torch.equal(acted, stored)
 
 
 def test_largest_fitting_envs_is_a_multiple_of_num_minibatches():
