@@ -56,8 +56,10 @@ def latest_checkpoint(run_dir: Path) -> Path:
     return ckpts[-1]
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[dict, Path]:
-    """A checkpoint file, or a run directory (its latest checkpoint). Returns (payload, file)."""
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", shard: bool = False) -> tuple[dict, Path]:
+    """A checkpoint file, or a run directory (its latest checkpoint). Returns (payload, file).
+    ``shard``: the file is a data-parallel rank's shard of environment state, which holds no
+    config; a user who names one where a checkpoint is meant gets one line, not a KeyError."""
     path = Path(path).expanduser()
     if path.is_dir():
         path = latest_checkpoint(path)
@@ -70,6 +72,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
                               "it may be truncated or not a dexrl checkpoint") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{str(path)!r} is not a {FORMAT} file")
+    if not shard and "config" not in payload:
+        raise CheckpointError(f"{str(path)!r} is one data-parallel rank's shard of environment state, not a "
+                              "checkpoint; pass the iteration's iter_NNNNNN.pt or the run directory")
     return payload, path
 
 

@@ -172,7 +172,9 @@ class RemoteEnvs:
     def _obs(self, fields: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         obs = {k: fields[k] for k in self.vector_keys}
         if self.image is not None:  # compact, and valid until the next send (see Collector.collect)
-            obs[self.image_key] = self.image.to(self.device, non_blocking=True)
+            # Asynchronous only onto a GPU, whose stream orders the copy before its readers; a
+            # copy into host memory (a CPU learner under NCCL) must land before the CPU reads it.
+            obs[self.image_key] = self.image.to(self.device, non_blocking=self.device.type == "cuda")
         return obs
 
     def _wait(self, works: list, timeout_s: float | None = None) -> None:

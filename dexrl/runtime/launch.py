@@ -161,10 +161,18 @@ def _write_rank_file(run_dir: Path, info: comm.DistInfo, role: str, device: str)
                                 "torch_threads": torch.get_num_threads()}))
 
 
-def _write_failure(run_dir: Path, found: dict) -> None:
-    """ranks/failure.json, whole: data-parallel ranks that name the same silent peer write it
-    at once."""
-    write_text_atomic(Path(run_dir) / "ranks" / "failure.json", json.dumps(found))
+def report_failure(run_dir: Path, role: str, rank: int, exc: comm.RankFailure) -> None:
+    """Name the failed peer in ranks/failure.json, which the launcher reports as the root
+    cause, and end the peer if it is a sibling here. The learner and data-parallel ranks
+    diagnose their peers; a sim rank sees only its learner go (dead, or silent past
+    --learner-timeout), and names it unless the learner has named a failed sim first: the
+    learner writes its report before it exits, so before a sim can see it go. Without the
+    sim's report a hung learner would be reported as the sim that gave up on it."""
+    path = Path(run_dir) / "ranks" / "failure.json"
+    if role != "sim" or not path.exists():
+        # Whole: data-parallel ranks that name the same silent peer write it at once.
+        write_text_atomic(path, json.dumps({"rank": exc.rank, "role": exc.role, "cause": exc.cause, "reported_by": rank}))
+    _kill_if_here(run_dir, exc.rank)
 
 
 def _kill_if_here(run_dir: Path, rank: int) -> None:
@@ -218,9 +226,8 @@ def run_rank(cfg: TrainConfig, run_dir: Path, resume: str | None) -> int:
             # One write, so that lines from ranks sharing a terminal do not interleave.
             sys.stderr.write(f"dexrl train: error: rank {info.rank} ({role}): {exc}\n")
             sys.stderr.flush()
-        if exc.rank is not None and role != "sim":  # the learner diagnoses; a sim only sees the learner go
-            _write_failure(run_dir, {"rank": exc.rank, "role": exc.role, "cause": exc.cause, "reported_by": info.rank})
-            _kill_if_here(run_dir, exc.rank)
+        if exc.rank is not None:
+            report_failure(run_dir, role, info.rank, exc)
         os._exit(EXIT_PEER_FAILED)  # a peer is gone: leaving the group would wait for it
     comm.shutdown()
     return 0
@@ -250,7 +257,7 @@ def _learn(cfg: TrainConfig, info: comm.DistInfo, role: str, device: str, run_di
         if role == "dp" and info.rank > 0 and not warning:  # its own worlds' state is in its shard
             shard = path.with_name(path.stem + f".rank{info.rank}.pt")
             if shard.exists():
-                payload = {**payload, **{k: v for k, v in load_checkpoint(shard)[0].items() if k != "format"}}
+                payload = {**payload, **{k: v for k, v in load_checkpoint(shard, shard=True)[0].items() if k != "format"}}
             else:  # the rank died before writing it: fresh episodes, never rank 0's worlds
                 payload = without_episodes(payload)
                 sys.stderr.write(f"dexrl train: warning: rank {info.rank}: no {shard.name}; "

@@ -7,7 +7,7 @@ from dexrl.runtime.checkpoint import CheckpointError, latest_checkpoint, load_ch
 
 
 def test_save_is_atomic_and_loads_back(tmp_path):
-    path = save_checkpoint(tmp_path / "checkpoints" / "iter_000001.pt", {"x": torch.arange(3)})
+    path = save_checkpoint(tmp_path / "checkpoints" / "iter_000001.pt", {"config": {}, "x": torch.arange(3)})
     assert [p.name for p in path.parent.iterdir()] == ["iter_000001.pt"]  # no .tmp left behind
     payload, found = load_checkpoint(tmp_path)  # a run directory: its newest checkpoint
     assert found == path and torch.equal(payload["x"], torch.arange(3))
@@ -24,6 +24,8 @@ def test_latest_is_the_newest_main_checkpoint_not_a_rank_shard(tmp_path):
     (lambda d: d, "no checkpoint in"),  # a run directory without checkpoints
     (lambda d: _torch_file(d / "other.pt", {"a": 1}), "is not a dexrl-checkpoint-v1 file"),
     (lambda d: _torch_file(d / "list.pt", [1, 2]), "is not a dexrl-checkpoint-v1 file"),
+    # a data-parallel rank's shard (no config): `train --resume` and `eval` would meet a KeyError
+    (lambda d: save_checkpoint(d / "iter_000010.rank1.pt", {"env": {}}), "rank's shard of environment state"),
 ])
 def test_anything_else_is_one_clear_error(tmp_path, make, says):
     with pytest.raises(CheckpointError, match=says):

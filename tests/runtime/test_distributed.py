@@ -140,7 +140,7 @@ def test_the_learner_receives_each_field_of_the_sims_steps_exactly(tmp_path, pol
 
 
 def _model(path: Path) -> dict:
-    return load_checkpoint(path)[0]["model"]
+    return load_checkpoint(path, shard=".rank" in path.name)[0]["model"]
 
 
 def _single(run_dir: Path, iterations: int, *extra: str) -> Path:
@@ -246,6 +246,26 @@ def test_a_failure_diagnosed_in_an_earlier_launch_is_not_reported_again(tmp_path
     assert launch.start([], TrainConfig(runtime="disagg", sim_ranks=2), tmp_path, None) == launch.EXIT_PEER_FAILED
     err = capsys.readouterr().err
     assert "learner rank 2 stopped: exit code 1 (pid 42)" in err and "sim rank 1" not in err, err
+
+
+def test_a_hung_learner_is_reported_as_the_learner_not_as_the_sim_that_gave_up(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(comm, "failing", False)  # RankFailure sets it for this process
+    (tmp_path / "ranks").mkdir()  # as every rank's ranks/<rank>.json does at start
+    silent = comm.RankFailure(2, "learner", "no reply within 5 s")
+
+    def sims_give_up(*args):  # what sim rank 0 does, then the launcher's view: rank 0 exited 3
+        launch.report_failure(tmp_path, "sim", 0, silent)
+        return {"rank": 0, "exitcode": launch.EXIT_PEER_FAILED, "signal": "<N/A>", "pid": 42}
+
+    monkeypatch.setattr(comm, "launch_local", sims_give_up)
+    assert launch.start([], TrainConfig(runtime="disagg", sim_ranks=2), tmp_path, None) == launch.EXIT_PEER_FAILED
+    err = capsys.readouterr().err
+    assert "error: learner rank 2 failed: no reply within 5 s" in err and "sim rank 0" not in err, err
+    # A learner that named a failed sim wrote its report before exiting: a sim that then sees
+    # the learner go must not replace the root cause.
+    (tmp_path / "ranks" / "failure.json").write_text(json.dumps({"rank": 1, "role": "sim", "cause": "x"}))
+    launch.report_failure(tmp_path, "sim", 0, comm.RankFailure(2, "learner", "connection lost"))
+    assert json.loads((tmp_path / "ranks" / "failure.json").read_text())["rank"] == 1
 
 
 DISAGG = ("--runtime", "disagg", "--sim-ranks", "2")
@@ -356,7 +376,8 @@ def test_a_single_process_run_resumes_on_data_parallel_ranks(tmp_path, capfd):
     assert load_checkpoint(run)[0]["iteration"] == 2
     assert "4 worlds on 2 data-parallel ranks: episodes start afresh" in capfd.readouterr().err
     # Each rank explores with noise of its own, not the single run's generator taken twice.
-    ranks = [load_checkpoint(run / "checkpoints" / f"iter_000002{s}.pt")[0]["torch_rng"] for s in ("", ".rank1")]
+    ranks = [load_checkpoint(run / "checkpoints" / f"iter_000002{s}.pt", shard=bool(s))[0]["torch_rng"]
+             for s in ("", ".rank1")]
     assert not torch.equal(*ranks)
 
 
