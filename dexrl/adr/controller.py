@@ -40,7 +40,7 @@ PARAMS = (
     Param("friction", "randomization", (1.0, 1.0), (0.5, 1.2)),  # static friction scale
     Param("kp_scale", "randomization", (1.0, 1.0), (0.5, 2.0)),
     Param("kd_scale", "randomization", (1.0, 1.0), (0.5, 2.0)),
-    Param("joint_friction", "randomization", (0.0, 0.0), (0.0, 5.0)),
+    Param("joint_friction_scale", "randomization", (0.0, 0.0), (0.0, 5.0)),
     Param("mass_scale", "randomization", (1.0, 1.0), (0.5, 3.0)),
     Param("disturbance_accel", "randomization", 0.0, 10.0),  # m/s^2
     Param("spawn_width_m", "randomization", (0.0, 0.0), (0.5, 0.8)),  # x, y widths

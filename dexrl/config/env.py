@@ -59,7 +59,9 @@ class RandomizationConfig:
     friction: tuple[float, float] = (1.0, 1.0)  # scale on robot and object friction
     kp_scale: tuple[float, float] = (1.0, 1.0)
     kd_scale: tuple[float, float] = (1.0, 1.0)
-    joint_friction: tuple[float, float] = (0.0, 0.0)  # frictionloss, N·m
+    # Scale on each joint's friction unit (sim.robot.JOINT_FRICTION_UNIT_NM: arm 1 N·m, fingers
+    # 0.01 N·m), drawn per joint.
+    joint_friction_scale: tuple[float, float] = (0.0, 0.0)
     mass_scale: tuple[float, float] = (1.0, 1.0)
     disturbance_accel: float = 0.0  # m/s^2: force = mass * U(0, value), resampled each second
     # Object spawn area (x width, y width), m: xy uniform in +-width/2 around the spawn point;

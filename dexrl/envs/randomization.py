@@ -16,6 +16,7 @@ from dexrl.config.env import CameraConfig, RandomizationConfig
 from dexrl.envs.ik import quat_conj, quat_mul
 from dexrl.sim.rng import Draws, Stream
 from dexrl.sim.physics import BatchedPhysics
+from dexrl.sim.robot import JOINT_FRICTION_UNIT_NM
 from dexrl.sim.scene import OBJECT_SPAWN
 
 
@@ -49,6 +50,7 @@ class Randomizer:
         self.object_id = torch.zeros(self.n, dtype=torch.long, device=self.dev)
         self.act = torch.as_tensor(s.actuator_ids, device=self.dev)
         self.dof = torch.as_tensor(s.dof_adr, device=self.dev)
+        self.friction_unit = torch.tensor(JOINT_FRICTION_UNIT_NM, device=self.dev)  # (23,) N·m
         self.robot_geoms = torch.as_tensor(s.robot_geoms, device=self.dev)
         self.cams = torch.as_tensor(sorted(s.camera_ids[c] for c in ("depth", "rgb_left", "rgb_right")), device=self.dev)
 
@@ -82,8 +84,8 @@ class Randomizer:
         bias = torch.cat([bias[..., :1], bias[..., 1:2] * kp[..., None], bias[..., 2:3] * kd[..., None], bias[..., 3:]], -1)
         _put(f["actuator_gainprm"], mask, gain, self.act)
         _put(f["actuator_biasprm"], mask, bias, self.act)
-        jf = draws.uniform(Stream.RESET_JOINT_FRICTION, (self.dof.numel(),), *r.joint_friction)
-        jf = jf.clamp_min(1e-4)  # (N, 23) N·m, U(lo, hi) per joint
+        jf = draws.uniform(Stream.RESET_JOINT_FRICTION, (self.dof.numel(),), *r.joint_friction_scale)
+        jf = (jf * self.friction_unit).clamp_min(1e-4)  # (N, 23) N·m: U(lo, hi) per joint x its unit
         _put(f["dof_frictionloss"], mask, jf, self.dof)
         mass = self.obj_props["body_mass"][self.object_id] * draws.uniform(Stream.RESET_MASS, (), *r.mass_scale)
         scale = mass / self.obj_props["body_mass"][self.object_id]

@@ -81,6 +81,10 @@ THUMB_LIMITS = ((0.2792, 1.5708), (-0.3316, 1.1519), (-0.2792, 1.7278), (-0.2792
 HAND_MASS_PER_SEGMENT = (0.0119, 0.065, 0.0355, 0.0264)
 HAND_KP, HAND_KD, HAND_EFFORT = 3.0, 0.1, 0.5
 HAND_ARMATURE = 0.01
+# Joint friction (frictionloss) that a joint-friction scale of 1 gives, N·m: the lineage's
+# per-joint friction (arm 1, fingers 0.01), which it scales by ADR's U(0, 5). One value for all
+# 23 joints would lock the fingers: friction above their 0.5 N·m effort holds them still.
+JOINT_FRICTION_UNIT_NM = (1.0,) * len(ARM_JOINTS) + (0.01,) * len(HAND_JOINTS)
 
 START_ARM = (-0.85, 0.0, 0.76, 1.25, -1.76, 0.90, 0.64)
 # Thumb: swung in front of the palm, no roll (j1), curled (j2, j3) so its tip sits in front

@@ -16,7 +16,7 @@ from dexrl.sim.objects import ObjectSetConfig
 
 N, A, H, W = 4, 23, 12, 16
 WIDE = RandomizationConfig(friction=(0.5, 1.2), kp_scale=(0.5, 2.0), kd_scale=(0.5, 2.0), mass_scale=(0.5, 3.0),
-                           joint_friction=(0.0, 5.0), spawn_width_m=(0.1, 0.1), spawn_tilt_rad=0.5,
+                           joint_friction_scale=(0.0, 5.0), spawn_width_m=(0.1, 0.1), spawn_tilt_rad=0.5,
                            reset_joint_pos_noise=0.05, reset_joint_vel_noise=0.1)
 
 
@@ -183,9 +183,11 @@ def test_per_world_randomization_changes_only_targeted_worlds(fresh):
     torch.testing.assert_close(f["actuator_biasprm"][0, act, 1] / d["actuator_biasprm"][0, act, 1], kp)
     kd = f["actuator_biasprm"][0, act, 2] / d["actuator_biasprm"][0, act, 2]
     assert ((0.5 <= kd) & (kd <= 2.0)).all() and kd[0] != 1.0
-    # Joint friction U(0, 5) N m per joint (floored at 1e-4 to keep the rows allocated).
-    jf = f["dof_frictionloss"][0, dof]
-    assert ((1e-4 <= jf) & (jf <= 5.0)).all() and jf.std() > 0.1
+    # Joint friction U(0, 5) per joint x 1 N m on the arm, x 0.01 N m on the fingers, whose
+    # motors (0.5 N m) must still move them (floored at 1e-4 to keep the rows allocated).
+    jf = f["dof_frictionloss"][0, dof]  # (23,) N m
+    assert ((1e-4 <= jf[:7]) & (jf[:7] <= 5.0)).all() and jf[:7].std() > 0.1
+    assert ((1e-4 <= jf[7:]) & (jf[7:] <= 0.05)).all() and jf[7:].std() > 0.001
     # Object mass U(0.5, 3) x the nominal mass of the object world 0 holds; inertia alike.
     k = int(env.randomizer.object_id[0])
     nominal = float(s.props.body_mass[k])

@@ -144,7 +144,7 @@ def test_randomized_worlds_each_step_as_mujoco_c_with_their_own_model():
     draws = WorldRNG(5, torch.arange(N)).at(0)
     randomizer.assign_objects(everywhere, draws, object_id=torch.tensor([3, 7]))
     randomizer.apply(everywhere, RandomizationConfig(friction=(0.3, 1.5), kp_scale=(0.5, 1.5), kd_scale=(0.5, 1.5),
-                                                     joint_friction=(0.0, 0.5), mass_scale=(0.5, 2.0)), draws)
+                                                     joint_friction_scale=(0.0, 0.5), mass_scale=(0.5, 2.0)), draws)
     f = {k: v.numpy() for k, v in physics.fields.items()}
     b, a = scene.object_body, scene.object_qpos_adr
     for name in ("geom_dataid", "body_mass", "geom_friction", "actuator_gainprm", "dof_frictionloss"):

@@ -86,7 +86,7 @@ def test_world_offset_must_be_non_negative():
 
 
 WIDE = RandomizationConfig(
-    friction=(0.5, 1.5), kp_scale=(0.5, 2.0), kd_scale=(0.5, 2.0), joint_friction=(0.0, 2.0), mass_scale=(0.5, 3.0),
+    friction=(0.5, 1.5), kp_scale=(0.5, 2.0), kd_scale=(0.5, 2.0), joint_friction_scale=(0.0, 2.0), mass_scale=(0.5, 3.0),
     disturbance_accel=20.0, spawn_width_m=(0.1, 0.1), spawn_tilt_rad=0.5, object_pos_noise_m=0.02, object_pos_bias_m=0.02,
     object_rot_noise=0.2, object_rot_bias=0.2, joint_pos_noise=0.05, joint_pos_bias=0.05, joint_vel_noise=0.2,
     joint_vel_bias=0.2, reset_joint_pos_noise=0.1, reset_joint_vel_noise=0.2)
