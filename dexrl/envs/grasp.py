@@ -316,8 +316,9 @@ class GraspEnv:
             self.rig.render()
 
     def set_randomization(self, randomization, reward) -> None:
-        """New domain-randomization ranges (each world samples them at its next reset) and
-        reward weights (from the next step): how ADR widens the task."""
+        """New domain-randomization ranges (each world samples them at its next reset; the
+        disturbance's bound at its next once-a-second resample, mid-episode, as in the lineage)
+        and reward weights (from the next step): how ADR widens the task."""
         self.cfg = replace(self.cfg, randomization=randomization, reward=reward)
 
     def close(self) -> None:

@@ -185,13 +185,13 @@ class Trainer:
         return Path(run_dir) / "checkpoints" / f"{name}.pt"
 
     def _snapshot(self) -> dict | None:
-        """Multi-process logger rank: the weights and optimizer of the last finished iteration,
-        in host memory, kept while the update runs. A peer's failure (a collective that fails,
+        """Multi-process logger rank: the weights, optimizer and ADR state of the last finished
+        iteration, in host memory, kept while the update runs. A peer's failure (a collective that fails,
         the launcher's stop signal) can stop the update half way; the failure checkpoint must
         not hold half an update under the last iteration's name."""
         if self.cfg.runtime == "single" or not self.is_logger:
             return None
-        return {"iteration": self.iteration, "env_steps": self.env_steps,
+        return {"iteration": self.iteration, "env_steps": self.env_steps, "adr": vars(self.adr_state).copy(),
                 **to_host({"model": self.model.state_dict(), "ppo": self.ppo.state_dict()})}
 
     def _whole_state(self) -> dict:
@@ -300,11 +300,11 @@ class Trainer:
             stats = self._reduce(stats)
         else:  # collected during the last iteration
             stats, seconds, self._ahead = self._ahead, {}, None
+        self._before_update = self._snapshot()  # before this iteration's ADR step too
         self._step_adr(stats)  # between rollouts: the env is idle
         upcoming = self._start_next_rollout()
         if self.spare is not None:  # the rollout came from the policy before the last update
             self.ppo.rebase_kl(self.storage)
-        self._before_update = self._snapshot()
         losses = self.ppo.update(self.storage)
         self.env_steps += cfg.ppo.num_steps * n
         self.iteration += 1  # last: from here on the snapshot is stale (see _whole_state)

@@ -268,12 +268,15 @@ def test_a_failed_peer_leaves_the_best_checkpoint_of_the_last_iteration(tmp_path
 
 def test_a_peer_failing_inside_the_update_leaves_the_weights_from_before_it(tmp_path, tiny, monkeypatch):
     """A data-parallel collective fails (or the launcher's stop signal lands) half way through
-    an update: the failure checkpoint holds the last finished iteration, not half an update."""
-    trainer = Trainer.build(dataclasses.replace(tiny(10), checkpoint_every=5, runtime="dp"))
-    update, before = trainer.ppo.update, []
+    an update: the failure checkpoint holds the last finished iteration, not half an update,
+    nor the ADR step of the iteration that failed (a resumed run collects it again)."""
+    # Episodes of 4 steps, one rollout each: ADR counts 4 ended episodes every iteration.
+    trainer = Trainer.build(dataclasses.replace(tiny(10, episode_s=4 / 60), checkpoint_every=5, runtime="dp"))
+    update, before, adr_at = trainer.ppo.update, [], []
 
     def update_until_the_peer_dies(storage):
         before.append((params(trainer), copy.deepcopy(trainer.ppo.state_dict())))
+        adr_at.append(vars(trainer.adr_state).copy())  # this iteration's ADR step is taken
         out = update(storage)  # the weights and the optimizer move ...
         if len(before) == 3:
             raise RankFailure(None, "data-parallel", "connection lost")  # ... then the last all-reduce fails
@@ -288,6 +291,7 @@ def test_a_peer_failing_inside_the_update_leaves_the_weights_from_before_it(tmp_
     assert all(torch.equal(payload["model"][k], weights[k]) for k in weights)
     assert not torch.equal(payload["model"]["log_std"], trainer.model.log_std)  # the third update moved it
     assert payload["ppo"]["optimizer"]["state"][0]["step"] == ppo["optimizer"]["state"][0]["step"]
+    assert adr_at[1] != adr_at[2] and payload["adr"] == adr_at[1]  # as of iteration 2's end
 
 
 def test_adr_max_stays_terminal_when_a_run_resumes_with_it(tiny):
