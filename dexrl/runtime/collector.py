@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import torch
@@ -10,6 +11,10 @@ from dexrl.envs.grasp import GraspEnv
 from dexrl.models import ActorCritic, ObsSpec
 from dexrl.models.depth_codec import encode_depth
 from dexrl.rl import RolloutStorage
+
+
+class RolloutStopped(Exception):
+    """Collector.stop was set: the rollout was abandoned between two steps."""
 
 
 class PhaseTimer:
@@ -74,6 +79,9 @@ class Collector:
                  first_obs: dict[str, torch.Tensor], image_dtype: str = "float16"):
         self.env, self.model, self.spec, self.device = env, model, spec, device
         self.image_dtype = image_dtype
+        # Set from another thread to end a rollout running on the collector thread at its next
+        # step (overlap_update: a second Ctrl-C must not wait out the whole rollout).
+        self.stop = threading.Event()
         self.keys = tuple(spec.vector_dims) + ((spec.image_key,) if spec.image_key else ())
         self.obs = self._select(first_obs)
         self.state = model.initial_state(env.n, device)
@@ -102,6 +110,8 @@ class Collector:
         stats = EpisodeStats()
         model.eval()
         for t in range(storage.cfg.num_steps):
+            if self.stop.is_set():
+                raise RolloutStopped
             # Recorded before stepping: a disaggregated env receives the next observations into
             # the buffers self.obs views (one receive buffer per tensor, see RemoteEnvs). On CUDA
             # the receive waits for this copy, queued earlier on the current stream.

@@ -217,7 +217,8 @@ class Trainer:
         bar = tqdm(total=cfg.max_iterations, initial=self.iteration, desc="train", unit="it",
                    disable=not (progress and self.is_logger))
         warned_overflow = not self.is_logger
-        failed = False
+        abandon = False  # a failure or a second Ctrl-C: do not wait for a rollout in flight
+        self.collector.stop.clear()
         stop = _StopAtIterationEnd(cfg.runtime == "single")
         try:
             while self.iteration < cfg.max_iterations:
@@ -241,17 +242,22 @@ class Trainer:
             # A peer is gone: keep what this rank can still vouch for (the weights and the
             # optimizer as of the last finished iteration), then report; a full checkpoint of
             # that iteration, with the environment's state, is better still.
-            failed = True
+            abandon = True
             if self.is_logger and self._full_checkpoint != self.iteration:
                 self.save(run_dir, with_env=False)
             raise
+        except KeyboardInterrupt:
+            abandon = True
+            raise
         finally:
+            if abandon:  # first: a rollout in flight ends at its next step, not after the rollout
+                self.collector.stop.set()
             stop.restore()
             bar.close()
             if logger is not None:
                 logger.close()
             if self._thread is not None:  # after a failure, not waiting for a rollout that may hang
-                self._thread.shutdown(wait=not failed, cancel_futures=True)
+                self._thread.shutdown(wait=not abandon, cancel_futures=True)
                 self._thread = None
         return Path(run_dir)
 

@@ -5,6 +5,8 @@ import dataclasses
 import json
 import os
 import signal
+import threading
+import time
 
 import pytest
 import torch
@@ -212,6 +214,34 @@ def test_overlap_update_collects_each_rollout_with_the_parameters_before_the_upd
     synchronous = Trainer.build(cfg)
     synchronous.train(tmp_path / "s", progress=False)
     assert any(not torch.equal(a[k], v) for k, v in params(synchronous).items())  # the lag is real
+
+
+def test_a_second_ctrl_c_does_not_wait_for_the_rollout_in_flight(tmp_path, tiny, monkeypatch):
+    """overlap_update: the next rollout runs on the collector thread beside the update. A
+    second Ctrl-C (KeyboardInterrupt on the main thread) ends it at its next step."""
+    trainer = Trainer.build(_overlap(tiny, 3))
+    steps, step, update, at_interrupt = [], trainer.env.step, trainer.ppo.update, []
+
+    def slow_step(action):  # 4 steps a rollout, 0.2 s each
+        steps.append(1)
+        time.sleep(0.2)
+        return step(action)
+
+    def update_then_ctrl_c(storage):
+        if at_interrupt or trainer.iteration == 0:
+            return update(storage)
+        time.sleep(0.1)  # the collector thread is inside the next rollout's first step
+        at_interrupt.append(len(steps))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer.env, "step", slow_step)
+    monkeypatch.setattr(trainer.ppo, "update", update_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train(tmp_path, progress=False)
+    for thread in threading.enumerate():
+        if thread.name.startswith("dexrl-collect"):
+            thread.join(timeout=30)
+    assert len(steps) - at_interrupt[0] <= 1, (len(steps), at_interrupt)  # not the rollout's other 3
 
 
 def test_overlap_update_resumes_acting_with_the_loaded_parameters(tmp_path, tiny):
