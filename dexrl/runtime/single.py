@@ -234,9 +234,10 @@ class Trainer:
                     bar.write(f"dexrl train: warning: MuJoCo Warp dropped contacts in {row['physics/overflow']:.2%} "
                               "of world-steps (buffers full); raise env.naccdmax_per_world, env.nconmax_per_world "
                               "or env.njmax_per_world (metric physics/overflow)", file=sys.stderr)
-                if self.iteration % cfg.checkpoint_every == 0 or self.iteration == cfg.max_iterations or stop.asked:
+                asked = stop.asked  # read once: a Ctrl-C between the two checks must not skip the save
+                if self.iteration % cfg.checkpoint_every == 0 or self.iteration == cfg.max_iterations or asked:
                     path = self.save(run_dir)
-                if stop.asked and self.iteration < cfg.max_iterations:
+                if asked and self.iteration < cfg.max_iterations:
                     raise Interrupted(self.iteration, path)
         except RankFailure:
             # A peer is gone: keep what this rank can still vouch for (the weights and the
