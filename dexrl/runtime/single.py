@@ -186,9 +186,9 @@ class Trainer:
 
     def _snapshot(self) -> dict | None:
         """Multi-process logger rank: the weights, optimizer and ADR state of the last finished
-        iteration, in host memory, kept while the update runs. A peer's failure (a collective that fails,
-        the launcher's stop signal) can stop the update half way; the failure checkpoint must
-        not hold half an update under the last iteration's name."""
+        iteration, in host memory, kept while the update runs. A peer's failure (a collective
+        that fails, the launcher's stop signal) can stop the update half way; the failure
+        checkpoint must not hold half an update under the last iteration's name."""
         if self.cfg.runtime == "single" or not self.is_logger:
             return None
         return {"iteration": self.iteration, "env_steps": self.env_steps, "adr": vars(self.adr_state).copy(),
@@ -240,8 +240,8 @@ class Trainer:
                 if asked and self.iteration < cfg.max_iterations:
                     raise Interrupted(self.iteration, path)
         except RankFailure:
-            # A peer is gone: keep what this rank can still vouch for (the weights and the
-            # optimizer as of the last finished iteration), then report; a full checkpoint of
+            # A peer is gone: keep what this rank can still vouch for (the weights, the optimizer
+            # and ADR as of the last finished iteration), then report; a full checkpoint of
             # that iteration, with the environment's state, is better still.
             abandon = True
             if self.is_logger and self._full_checkpoint != self.iteration:
