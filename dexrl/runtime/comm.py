@@ -47,6 +47,11 @@ class RankFailure(RuntimeError):
         self.rank, self.role, self.cause = rank, role, cause
         failing = True
 
+    @property
+    def silent(self) -> bool:
+        """The peer stopped answering (hung or stopped), rather than its connection dropping."""
+        return self.cause.startswith("no reply within")
+
 
 # Set once this process has diagnosed a failed peer: it is winding down (writing its
 # checkpoint) and must not be interrupted by the launcher's stop signal.

@@ -164,10 +164,14 @@ def _write_rank_file(run_dir: Path, info: comm.DistInfo, role: str, device: str)
 def report_failure(run_dir: Path, role: str, rank: int, exc: comm.RankFailure) -> None:
     """Name the failed peer in ranks/failure.json, which the launcher reports as the root
     cause, and end the peer if it is a sibling here. The learner and data-parallel ranks
-    diagnose their peers; a sim rank sees only its learner go (dead, or silent past
-    --learner-timeout), and names it unless the learner has named a failed sim first: the
-    learner writes its report before it exits, so before a sim can see it go. Without the
-    sim's report a hung learner would be reported as the sim that gave up on it."""
+    diagnose their peers. A sim rank sees only its learner: it names a learner that stayed
+    silent past --learner-timeout (hung), which the launcher would otherwise report as the
+    sim that gave up on it, unless the learner named a failed sim first. A dropped connection
+    is not the learner's fault to a sim: the learner's connections can close once it has
+    named a silent sim, while it writes its checkpoint, and a dead learner's own exit is
+    what the launcher reports."""
+    if role == "sim" and not exc.silent:
+        return
     path = Path(run_dir) / "ranks" / "failure.json"
     if role != "sim" or not path.exists():
         # Whole: data-parallel ranks that name the same silent peer write it at once.
