@@ -36,6 +36,9 @@ STARTUP_TIMEOUT_S = 1800.0
 NCCL_ERROR_HANDLING = ("TORCH_NCCL_ASYNC_ERROR_HANDLING", "2")
 
 
+SILENT = "no reply within"  # how every cause of a peer that stopped answering begins
+
+
 class RankFailure(RuntimeError):
     """A peer rank died or stopped answering. ``rank`` is None where the failed peer is not
     known (a collective over every rank)."""
@@ -50,7 +53,7 @@ class RankFailure(RuntimeError):
     @property
     def silent(self) -> bool:
         """The peer stopped answering (hung or stopped), rather than its connection dropping."""
-        return self.cause.startswith("no reply within")
+        return self.cause.startswith(SILENT)
 
 
 # Set once this process has diagnosed a failed peer: it is winding down (writing its
@@ -184,7 +187,7 @@ def wait(works: list, timeout_s: float, peer: int, role: str) -> None:
     for work in works:
         try:
             if not (_completed_within(work, timeout_s) if poll else work.wait(timedelta(seconds=timeout_s))):
-                raise RankFailure(peer, role, f"no reply within {timeout_s:g} s")
+                raise RankFailure(peer, role, f"{SILENT} {timeout_s:g} s")
             if poll:
                 work.wait()  # raises NCCL's error; orders the current stream after the request
         except RankFailure:
@@ -205,7 +208,7 @@ def _timed_out(exc: RuntimeError) -> bool:
 def _cause(exc: RuntimeError, timeout_s: float | None) -> str:
     """A backend's error as a short cause."""
     if _timed_out(exc):
-        return f"no reply within {timeout_s:g} s" if timeout_s is not None else "no reply within the group's timeout"
+        return f"{SILENT} {timeout_s:g} s" if timeout_s is not None else f"{SILENT} the group's timeout"
     cause = _first_line(exc)
     low = cause.lower()
     if "connection" in low and ("reset" in low or "closed" in low):
@@ -230,7 +233,7 @@ def _collective(fn):
 
 
 def _silent_failure(steady: _Steady) -> RankFailure:
-    cause = f"no reply within {steady.timeout_s:g} s"
+    cause = f"{SILENT} {steady.timeout_s:g} s"
     silent = _silent_peers(steady)
     if len(silent) == 1:
         return RankFailure(silent[0], "dp", cause)
