@@ -38,8 +38,14 @@ def test_levels_never_shrink_and_stop_at_50():
 
 
 def test_off_and_max_never_move():
-    assert adr.update(adr.initial_state("max"), 5000, True, mode="max").level == 50
-    assert adr.update(adr.initial_state("off"), 5000, True, mode="off").level == 0
+    assert adr.initial_state("max") == adr.ADRState(level=50) and adr.initial_state("off") == adr.ADRState()
+    # From a level below full, an agreed increment and 5000 resets change nothing: the "on"
+    # rule would give level 11 (agreed) or count the resets (not agreed).
+    for mode in ("max", "off"):
+        for agreed in (True, False):
+            assert adr.update(adr.ADRState(level=10), 5000, agreed, mode=mode) == adr.ADRState(level=10)
+    with pytest.raises(ValueError, match="adr must be one of"):
+        adr.initial_state("maximum")
 
 
 def test_ranges_interpolate_linearly():
@@ -55,6 +61,7 @@ def test_ranges_interpolate_linearly():
     assert r0 == RandomizationConfig()  # the start values are the env's defaults
     m = adr.metrics(adr.ADRState(level=25))
     assert m["adr_progress"] == 0.5 and m["adr_full"] == 0.0 and m["adr_param/kp_scale"] == 0.5
+    assert m["adr_level"] == 25.0
 
 
 def _agree_worker(rank: int, port: int, proposals: list, out: str):

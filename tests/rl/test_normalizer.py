@@ -36,12 +36,19 @@ def test_reduce_hook_gives_every_rank_the_global_stats():
     batches = [torch.randn(50, 2) + r for r in range(2)]  # what rank 0 and rank 1 see
     moments = [batch_moments(b, (2,)) for b in batches]
 
+    received = []
+
     def all_gather_merge(count, mean, m2):  # what a comm module would do with all_gather
+        received.append((count, mean, m2))
         return merge_moments_stacked(*(torch.stack(list(m)) for m in zip(*moments)))
 
     ranks = [RunningNormalizer((2,)) for _ in range(2)]
     for rank, batch in zip(ranks, batches):
         rank.update(batch, reduce_fn=all_gather_merge)
+    # The hook gets each rank's own batch moments, not its running totals.
+    for got, want in zip(received, moments, strict=True):
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g, w)
     single = RunningNormalizer((2,))
     single.update(torch.cat(batches))
     for rank in ranks:
@@ -55,9 +62,12 @@ def test_identity_before_data_clip_and_state_dict():
     torch.testing.assert_close(norm.normalize(x), x, atol=1e-6, rtol=0)  # count 0: identity
     norm.update(torch.tensor([[0.0, 0.0], [2.0, 2.0]]))  # mean 1, var 1
     assert norm.normalize(torch.tensor([[100.0, 1.0]])).tolist() == [[5.0, 0.0]]  # clipped at +5
+    assert norm.normalize(torch.tensor([[-100.0, 1.0]])).tolist() == [[-5.0, 0.0]]  # and at -5
+    norm.update(torch.tensor([[4.0, 4.0]]))  # {0, 2, 4}: count 3, mean 2, M2 8, var 8/3
     copy = RunningNormalizer((2,), clip=5.0)
-    copy.load_state_dict(norm.state_dict())
-    torch.testing.assert_close(copy.var, norm.var)
+    copy.load_state_dict(norm.state_dict())  # a fresh one has count 0, mean 0, var 1
+    assert copy.count.item() == 3.0 and copy.mean.tolist() == [2.0, 2.0]
+    torch.testing.assert_close(copy.var, torch.full((2,), 8.0 / 3.0, dtype=torch.float64))
     obs_norm = ObsNormalizer({"proprio": 2})
     obs_norm.update({"proprio": torch.tensor([[0.0, 0.0], [2.0, 2.0]])})
     out = obs_norm({"proprio": torch.tensor([[1.0, 3.0]]), "depth": torch.ones(1, 1, 2, 2)})

@@ -1,6 +1,7 @@
 """PPO.update on the depth model: metrics, hooks, KL 0 on the first step, exact resume."""
 
 import copy
+import math
 
 import pytest
 import torch
@@ -61,7 +62,7 @@ def test_update_metrics_hooks_and_first_step_kl():
     metrics = ppo.update(storage)
     for key in ("loss/policy", "loss/value", "loss/entropy", "loss/bounds", "loss/total", "ppo/kl",
                 "ppo/clip_fraction", "ppo/grad_norm", "ppo/lr", "time/update_s"):
-        assert key in metrics and metrics[key] == metrics[key]  # present and not NaN
+        assert key in metrics and math.isfinite(metrics[key])  # present, not NaN or inf
     assert calls["grads"] == 4  # 2 epochs x 2 minibatches
     assert calls["moments"] == 1 + 2  # returns once; obs 'proprio' and 'critic' after the update
     assert calls["mean"][0] == pytest.approx(0.0, abs=1e-6)  # first step: new policy == old policy
@@ -174,3 +175,68 @@ def test_rebase_kl_measures_from_the_current_parameters():
         ev = model.evaluate(mb.obs, mb.actions, mb.states, mb.resets)
     torch.testing.assert_close(mb.action_mean, ev.mean, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(mb.action_std, ev.log_std.exp().expand_as(ev.mean))
+
+
+def _one_step(cfg, kl=None, seed=0):
+    """One update of one gradient step; `kl` replaces the (rank-averaged) KL the step sees.
+    Returns the PPO, the parameters before, the gradients before clipping and the metrics."""
+    env, model, storage, carry = _setup(cfg, seed=seed)
+    collect(env, model, storage, carry)
+    grads = []
+    hooks = DistributedHooks(grads=lambda ps: grads.append([p.grad.clone() for p in ps]),
+                             mean=None if kl is None else (lambda x: torch.tensor(kl)))
+    ppo = PPO(model, cfg, "cpu", hooks=hooks)
+    before = [p.detach().clone() for p in ppo.params]
+    metrics = ppo.update(storage)
+    return ppo, before, grads[0], metrics
+
+
+@pytest.mark.parametrize("schedule, kl, lr", [
+    ("adaptive", 1.0, 1e-3 / 1.5),  # KL 1 > 2 x 0.016: lr / 1.5
+    ("adaptive", 0.0, 1e-3 * 1.5),  # KL 0 < 0.016 / 2: lr x 1.5
+    ("fixed", 1.0, 1e-3),  # no rule moves it
+])
+def test_the_step_uses_the_kl_rule_on_the_rank_averaged_kl_before_stepping(schedule, kl, lr):
+    cfg = PPOConfig(num_steps=4, seq_length=4, num_minibatches=1, num_epochs=1, lr=1e-3, schedule=schedule,
+                    max_grad_norm=0.0)
+    ppo, before, _, metrics = _one_step(cfg, kl=kl)
+    assert ppo.lr == pytest.approx(lr, rel=1e-12) and metrics["ppo/lr"] == ppo.lr
+    # Adam's first step moves each parameter with a gradient by lr * g / |g| = lr: the new lr
+    # was set before the step.
+    moved = max((p.detach() - b).abs().max().item() for p, b in zip(ppo.params, before))
+    assert moved == pytest.approx(lr, rel=1e-3)
+
+
+def test_gradients_are_clipped_to_max_grad_norm_and_the_norm_before_is_logged():
+    cfg = PPOConfig(num_steps=4, seq_length=4, num_minibatches=1, num_epochs=1, lr=1e-3, max_grad_norm=1e-3)
+    ppo, _, grads, metrics = _one_step(cfg)
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])).item()
+    assert norm > 1e-2 and metrics["ppo/grad_norm"] == pytest.approx(norm, rel=1e-5)
+    # Adam's first moment after one step is (1 - beta1) x the gradient it stepped with: the
+    # gradient scaled to norm max_grad_norm.
+    for p, g in zip(ppo.params, grads):
+        torch.testing.assert_close(ppo.optimizer.state[p]["exp_avg"], 0.1 * g * (1e-3 / norm), rtol=1e-3, atol=1e-12)
+
+
+@pytest.mark.parametrize("value_clip", [0.0, 0.2])
+def test_value_loss_compares_normalized_values_with_normalized_returns(value_clip):
+    # loss/value = mean((V - R)^2), or with the clip mean(max((V - R)^2, (V_old + clamp(V - V_old)
+    # - R)^2)), where R and V_old are the stored returns and values normalized with the
+    # statistics compute_returns fitted to this rollout's returns, and V comes from the
+    # parameters before the step.
+    cfg = PPOConfig(num_steps=4, seq_length=4, num_minibatches=1, num_epochs=1, lr=1e-3, value_clip=value_clip)
+    env, model, storage, carry = _setup(cfg, seed=4)
+    collect(env, model, storage, carry)
+    reference = copy.deepcopy(model)
+    metrics = PPO(model, cfg, "cpu").update(storage)
+    vn = model.value_normalizer
+    assert vn.count.item() == 16 and abs(vn.mean.mean().item()) > 0.1  # far from the identity
+    mb = storage.gather(torch.arange(4))
+    with torch.no_grad():
+        value = reference.evaluate(mb.obs, mb.actions, mb.states, mb.resets).value
+    returns, old = vn.normalize(mb.returns), vn.normalize(mb.values)
+    error = (value - returns).square()
+    if value_clip:
+        error = torch.max(error, (old + (value - old).clamp(-value_clip, value_clip) - returns).square())
+        assert not torch.allclose(error, (value - returns).square())  # the clip matters here
+    assert metrics["loss/value"] == pytest.approx(error.mean().item(), rel=1e-5)

@@ -47,14 +47,15 @@ def test_bytes_per_env_paper_depth_images():
 
 
 def test_uint16_mm_round_trip():
-    depth = torch.tensor([0.0, 0.1234, 1.5, 2.0004, 65.535, 70.0, -0.2])
+    depth = torch.tensor([0.0, 0.1234, 1.5, 2.0004, 65.535, 0.1237, 0.0006, 70.0, -0.2])
     mm = depth_to_uint16_mm(depth)
     assert mm.dtype == torch.uint16
-    # 123.4 -> 123; 2000.4 -> 2000; 70 m and -0.2 m saturate at 65535 and 0
-    assert mm.tolist() == [0, 123, 1500, 2000, 65535, 65535, 0]
+    # 123.4 -> 123; 2000.4 -> 2000; rounded to nearest, not cut: 123.7 -> 124, 0.6 -> 1;
+    # 70 m and -0.2 m saturate at 65535 and 0
+    assert mm.tolist() == [0, 123, 1500, 2000, 65535, 124, 1, 65535, 0]
     back = uint16_mm_to_depth(mm)
     assert back.dtype == torch.float32
-    inside = slice(0, 5)
+    inside = slice(0, 7)
     assert (back[inside] - depth[inside]).abs().max().item() <= 0.5e-3 + 1e-6  # half a millimetre
     f16 = decode_depth(encode_depth(depth[:4], "float16"))
     torch.testing.assert_close(f16, depth[:4], rtol=1e-3, atol=0)

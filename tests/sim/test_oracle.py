@@ -96,7 +96,7 @@ def test_contact_step_matches_mujoco_c(sim):
     # contact (missed, or a different normal/depth) moves the object by mm within 20 steps.
     for w in range(N):
         np.testing.assert_allclose(physics.qpos[w].numpy(), d.qpos, atol=1e-4)
-        np.testing.assert_allclose(physics.qvel[w].numpy(), d.qvel, atol=1e-2)  # rad/s, observed 7e-5
+        np.testing.assert_allclose(physics.qvel[w].numpy(), d.qvel, atol=1e-3)  # rad/s, observed 7e-5
 
 
 def test_graph_replay_steps_exactly_as_launching_each_kernel():
@@ -184,4 +184,4 @@ def test_randomized_worlds_each_step_as_mujoco_c_with_their_own_model():
     assert not np.allclose(moved[0], moved[1], atol=1e-3)  # friction and mass differ: the objects slid apart
     for w, (m, d) in enumerate(worlds_c):
         np.testing.assert_allclose(physics.qpos[w].numpy(), d.qpos, atol=1e-4, err_msg=f"world {w}")
-        np.testing.assert_allclose(physics.qvel[w].numpy(), d.qvel, atol=1e-2, err_msg=f"world {w}")
+        np.testing.assert_allclose(physics.qvel[w].numpy(), d.qvel, atol=1e-2, err_msg=f"world {w}")  # the object rolls at ~33 rad/s: 3e-3 observed (float32)
