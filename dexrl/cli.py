@@ -44,7 +44,8 @@ def _env_args(p: argparse.ArgumentParser, num_envs: int, resolution: str) -> Non
     g.add_argument("--num-envs", type=int, default=num_envs, help="worlds simulated in parallel (default %(default)s)")
     g.add_argument("--resolution", default=resolution, help="camera WIDTHxHEIGHT: 80x60 (CPU), 160x120, 320x240 (default %(default)s)")
     g.add_argument("--device", default="cpu", help="cpu or cuda[:index] (default %(default)s)")
-    g.add_argument("--seed", type=int, default=0, help="(default %(default)s)")
+    g.add_argument("--seed", type=int, default=0,
+                   help="seeds the worlds' random draws; the object set is the same for every seed (default %(default)s)")
     g.add_argument("--action-space", choices=("joint_delta", "palm_synergy"), default="joint_delta",
                    help="23 joint-target deltas, or palm pose + 5 hand synergies through IK (default %(default)s)")
     g.add_argument("--objects", choices=("train", "eval"), default="train",
@@ -57,14 +58,20 @@ def _env_args(p: argparse.ArgumentParser, num_envs: int, resolution: str) -> Non
     g.add_argument("--episode-s", type=float, default=10.0, help="episode length in seconds (default %(default)s)")
 
 
+def _check_num_objects(a: argparse.Namespace, objects: ObjectSetConfig) -> None:
+    if objects.mesh_dir and _given(a, "--num-objects"):
+        raise ValueError("--num-objects sizes the procedural set; with a mesh folder the objects are its files")
+
+
 def env_config(a: argparse.Namespace, **overrides) -> EnvConfig:
     w, h = parse_resolution(a.resolution)
     cfg = EnvConfig(
         num_envs=a.num_envs, device=a.device, seed=a.seed, action_space=a.action_space, episode_s=a.episode_s,
         camera=CameraConfig(width=w, height=h), robot_xml=a.robot_xml,
-        objects=ObjectSetConfig(num_objects=a.num_objects, seed=a.seed, split=a.objects, mesh_dir=a.mesh_dir,
+        objects=ObjectSetConfig(num_objects=a.num_objects, split=a.objects, mesh_dir=a.mesh_dir,
                                mesh_scale=a.mesh_scale),
     )
+    _check_num_objects(a, cfg.objects)
     return replace(cfg, **overrides)
 
 
@@ -254,6 +261,7 @@ def _checkpoint_env(a, trained: EnvConfig) -> EnvConfig:
                         ("--mesh-scale", "mesh_scale")):
         if _given(a, flag):
             objects = replace(objects, **{field: getattr(a, flag[2:].replace("-", "_"))})
+    _check_num_objects(a, objects)
     episode_s = a.episode_s if _given(a, "--episode-s") else trained.episode_s
     return replace(trained, num_envs=a.num_envs, device=a.device, seed=a.seed, objects=objects, episode_s=episode_s)
 
@@ -294,9 +302,7 @@ def cmd_bench(a) -> None:
 
 
 def cmd_bench_throughput(a) -> None:
-    from dexrl.bench.throughput import bench_throughput
-
-    from dexrl.bench.throughput import throughput_args
+    from dexrl.bench.throughput import bench_throughput, throughput_args
     from dexrl.runtime.launch import check_devices
 
     parse_resolution(a.resolution)
@@ -350,6 +356,7 @@ def cmd_scene(a) -> None:
     from dexrl.sim.scene import build_scene
 
     xml = build_scene(env_config(a)).to_xml()
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     with open(a.out, "w") as f:
         f.write(xml)
     print(f"wrote {a.out} ({len(xml):,} bytes)")
@@ -387,7 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="iterations in all, counted from the run's start (default: the preset's; quickstart 40)")
     p.add_argument("--num-envs", type=int, help="worlds in all, over every process (default: the preset's)")
     p.add_argument("--resolution", help="depth camera WIDTHxHEIGHT (default: the preset's; quickstart 80x60)")
-    p.add_argument("--seed", type=int, help="seeds the network, the environment and its objects (default 0)")
+    p.add_argument("--seed", type=int, help="seeds the network and the worlds' random draws; the object set is the same for every seed "
+                        "(env.objects.seed picks another) (default 0)")
     p.add_argument("--device", help="cpu or cuda[:index] (default: the preset's)")
     p.add_argument("--runtime", choices=("single", "dp", "disagg"),
                    help="single process (default), data-parallel ranks, or disaggregated sim ranks + 1 learner")

@@ -41,28 +41,33 @@ class CheckpointPolicy:
         return out.action
 
 
+Row = tuple[int, int, bool, bool, float, int]  # round, world, success (held), reached, return, length
+
+
 class EpisodeTally:
-    """Every world's first ``rounds`` episodes: (round, world, success, return, length)."""
+    """Every world's first ``rounds`` episodes, as Rows."""
 
     def __init__(self, n: int, rounds: int):
         self.rounds, self.ended = rounds, [0] * n  # episodes each world has ended
-        self.rows: list[tuple[int, int, bool, float, int]] = []
+        self.rows: list[Row] = []
 
     @property
     def complete(self) -> bool:
         return len(self.rows) == self.rounds * len(self.ended)
 
-    def record(self, done: torch.Tensor, reached: torch.Tensor, returns: torch.Tensor, lengths: torch.Tensor) -> int:
+    def record(self, done: torch.Tensor, held: torch.Tensor, reached: torch.Tensor, returns: torch.Tensor,
+               lengths: torch.Tensor) -> int:
         """One step's ended episodes ((N,) each); returns how many were kept."""
         kept = 0
         for w in torch.nonzero(done).squeeze(-1).tolist():
             if self.ended[w] < self.rounds:
-                self.rows.append((self.ended[w], w, bool(reached[w]), float(returns[w]), int(lengths[w])))
+                self.rows.append((self.ended[w], w, bool(held[w]), bool(reached[w]), float(returns[w]),
+                                  int(lengths[w])))
                 kept += 1
             self.ended[w] += 1
         return kept
 
-    def first(self, episodes: int) -> list[tuple[int, int, bool, float, int]]:
+    def first(self, episodes: int) -> list[Row]:
         """Round by round, worlds in order within a round."""
         return sorted(self.rows)[:episodes]
 
@@ -72,8 +77,9 @@ def evaluate(cfg: EnvConfig, policy: str | None, episodes: int, checkpoint: dict
     """Every world's first ceil(episodes / worlds) episodes, the first ``episodes`` of them
     taken round by round (first episodes of worlds 0..N-1, then second ones, ...): taking
     whichever end first would favour short episodes, i.e. objects lost early. An episode
-    succeeds if the object entered the success region (within 0.10 m of the goal) at any time.
-    ``video``: world 0's first episode."""
+    succeeds as training's ``episode/success`` counts it: the object was in the success region
+    (within 0.10 m of the goal) for the episode's last 2 s; ``reached_rate`` counts the
+    episodes in which it entered the region at any time. ``video``: world 0's first episode."""
     out = video_path(video) if video is not None else None
     env = GraspEnv(cfg, third_person=out is not None)
     pol = CheckpointPolicy(env, checkpoint) if checkpoint is not None else make_policy(policy, env)
@@ -91,15 +97,17 @@ def evaluate(cfg: EnvConfig, policy: str | None, episodes: int, checkpoint: dict
             frames.append(frame(env))
         pol.reset(done)
         if done.any():
-            bar.update(tally.record(done, reached, r.info["episode_return"], r.info["episode_length"]))
+            bar.update(tally.record(done, r.info["episode_success"], reached, r.info["episode_return"],
+                                    r.info["episode_length"]))
             reached[done] = False
     bar.close()
     if out is not None:
         write_video(out, frames[::2], 1.0 / (2 * cfg.ctrl_dt))
-    successes, returns, lengths = ([row[i] for row in tally.first(episodes)] for i in (2, 3, 4))
+    successes, reached_any, returns, lengths = ([row[i] for row in tally.first(episodes)] for i in (2, 3, 4, 5))
     return {
         "policy": policy or "checkpoint", "objects": cfg.objects.mesh_dir or cfg.objects.split, "episodes": episodes,
         "num_envs": cfg.num_envs,
-        "success_rate": sum(successes) / episodes, "mean_return": sum(returns) / episodes,
+        "success_rate": sum(successes) / episodes, "reached_rate": sum(reached_any) / episodes,
+        "mean_return": sum(returns) / episodes,
         "mean_length_s": sum(lengths) / episodes * cfg.ctrl_dt, "nonfinite_resets": int(env.nonfinite_resets),
     }

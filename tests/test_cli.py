@@ -11,7 +11,7 @@ from dexrl.cli import main
 
 
 def test_scene_writes_mjcf_that_mujoco_loads(tmp_path):
-    out = tmp_path / "scene.xml"
+    out = tmp_path / "new" / "scene.xml"  # its folder is made
     assert main(["scene", "--out", str(out), "--num-objects", "6"]) == 0
     m = mujoco.MjModel.from_xml_path(str(out))
     assert m.nu == 23 and m.nmesh == 6  # 23 actuators, one mesh per object
@@ -23,7 +23,7 @@ def test_eval_prints_json_last(capsys):
     assert main(["eval", "--num-envs", "2", "--episodes", "3", "--episode-s", "0.05", "--json"]) == 0
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     # 3 steps cannot carry an object 0.27 m from its spawn to the goal: no success.
-    assert (last["episodes"], last["num_envs"], last["success_rate"]) == (3, 2, 0.0)
+    assert (last["episodes"], last["num_envs"], last["success_rate"], last["reached_rate"]) == (3, 2, 0.0, 0.0)
     assert last["mean_length_s"] == pytest.approx(0.05, abs=1 / 60)
 
 
@@ -100,6 +100,26 @@ def test_counts_and_lengths_must_be_positive(argv, says, capsys):
     # the benchmark's training run is checked before it starts: one line, not the run's two
     (["bench", "throughput", "--runtime", "disagg", "--sim-ranks", "3", "--num-envs", "4"],
      "dexrl bench throughput: error: env.num_envs (4) must split evenly over 3 sim ranks"),
+    # a pipeline is the disaggregated runtime's: the result must not be labelled with one it did not run
+    (["bench", "throughput", "--runtime", "single", "--pipeline"],
+     "dexrl bench throughput: error: pipeline needs --runtime disagg"),
+    # each rank's worlds, not the total, are cut into minibatches: refused before any rank starts
+    (["train", "--runtime", "dp", "--ranks", "2", "--num-envs", "6", "--run-dir", "{tmp}/r"],
+     "dexrl train: error: each data-parallel rank trains on its own 3 worlds (env.num_envs 6 / 2 ranks)"),
+    (["train", "--runtime", "dp", "--ranks", "2", "--num-envs", "4", "--backend", "nccl", "--device", "cpu",
+      "--run-dir", "{tmp}/r"], "dexrl train: error: --backend nccl needs a CUDA device of its own for each of the 2"),
+    (["eval", "--episode-s", "inf"], "dexrl eval: error: episode_s must be a finite number of seconds"),
+    (["train", "--set", "env.objects.mesh_scale=-1", "--run-dir", "{tmp}/r"],
+     "dexrl train: error: objects.mesh_scale must be > 0"),
+    (["train", "--set", "env.camera.hfov_deg=500", "--run-dir", "{tmp}/r"],
+     "dexrl train: error: camera.hfov_deg must be in (0, 180)"),
+    (["train", "--set", "env.joint_delta_scale=-1", "--run-dir", "{tmp}/r"],
+     "dexrl train: error: joint_delta_scale must be > 0"),
+    (["train", "--set", "env.randomization.friction=[1]", "--run-dir", "{tmp}/r"],
+     "dexrl train: error: randomization.friction must be a range (lo, hi), got (1.0,)"),
+    # options that a mesh folder makes meaningless are refused, not ignored
+    (["scene", "--mesh-dir", "{tmp}", "--objects", "eval"], "dexrl scene: error: objects.split 'eval' is the procedural"),
+    (["scene", "--mesh-dir", "{tmp}", "--num-objects", "5"], "dexrl scene: error: --num-objects sizes the procedural set"),
 ])
 def test_more_user_errors_are_one_line(argv, says, capsys, tmp_path, monkeypatch):
     import dexrl.bench.throughput
@@ -184,3 +204,13 @@ def test_train_takes_a_resolution():
 
     cfg, _, _ = _train_config(build_parser().parse_args(["train", "--resolution", "32x24"]))
     assert (cfg.env.camera.width, cfg.env.camera.height) == (32, 24)
+
+
+def test_seed_draws_another_episode_but_keeps_the_object_set():
+    from dexrl.cli import build_parser, env_config
+
+    for argv in (["eval", "--seed", "5"], ["scene", "--seed", "5"]):
+        a = build_parser().parse_args(argv)
+        a.argv = argv
+        cfg = env_config(a)
+        assert cfg.seed == 5 and cfg.objects.seed == 0

@@ -5,13 +5,14 @@ import torch
 from dexrl.evaluate import EpisodeTally
 
 
-def _step(tally: EpisodeTally, ended: list[int], success: list[int] = ()) -> int:
+def _step(tally: EpisodeTally, ended: list[int], success: list[int] = (), reached: list[int] = ()) -> int:
     n = len(tally.ended)
     done = torch.zeros(n, dtype=torch.bool)
     done[ended] = True
-    reached = torch.zeros(n, dtype=torch.bool)
-    reached[list(success)] = True
-    return tally.record(done, reached, torch.arange(n, dtype=torch.float32), torch.full((n,), 7))
+    held, entered = torch.zeros(n, dtype=torch.bool), torch.zeros(n, dtype=torch.bool)
+    held[list(success)] = True
+    entered[list(success) + list(reached)] = True
+    return tally.record(done, held, entered, torch.arange(n, dtype=torch.float32), torch.full((n,), 7))
 
 
 def test_short_failed_episodes_do_not_crowd_out_the_other_worlds():
@@ -22,7 +23,13 @@ def test_short_failed_episodes_do_not_crowd_out_the_other_worlds():
     assert not tally.complete
     assert _step(tally, [0], success=[0]) == 1 and tally.complete
     # Taking whichever ended first would have counted world 1 twice: success rate 0 instead of 1/2.
-    assert tally.first(2) == [(0, 0, True, 0.0, 7), (0, 1, False, 1.0, 7)]
+    assert tally.first(2) == [(0, 0, True, True, 0.0, 7), (0, 1, False, False, 1.0, 7)]
+
+
+def test_success_and_reached_are_kept_apart():
+    tally = EpisodeTally(3, rounds=1)
+    _step(tally, [0, 1, 2], success=[0], reached=[1])  # world 1 entered the region, then lost the object
+    assert [row[2:4] for row in tally.first(3)] == [(True, True), (False, True), (False, False)]
 
 
 def test_episodes_are_taken_round_by_round_then_by_world():

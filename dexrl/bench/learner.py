@@ -204,24 +204,6 @@ def bench_learner(
     }
 
 
-def largest_fitting_envs(
-    width: int,
-    height: int,
-    gpu_mem_bytes: int,
-    model_cfg: ModelConfig,
-    ppo_cfg: PPOConfig,
-    fixed_bytes: int,
-    workspace_bytes_per_env: float = 0.0,
-) -> int:
-    """Largest N (a multiple of num_minibatches) with fixed + N * (storage + workspace) per env
-    <= gpu_mem_bytes; 0 if none fits. fixed_bytes: model, Adam state, CUDA context;
-    workspace_bytes_per_env: a bench's update_workspace_bytes / num_envs (the update's
-    activations grow with the minibatch, i.e. linearly in N)."""
-    per_env = bytes_per_env(learner_spec(width, height), model_cfg, ppo_cfg) + workspace_bytes_per_env
-    n = int((gpu_mem_bytes - fixed_bytes) // per_env) if gpu_mem_bytes > fixed_bytes else 0
-    return n - n % ppo_cfg.num_minibatches
-
-
 def _mib(x: int | None) -> str:
     return "n/a (CPU: no allocator peak)" if x is None else f"{x / 2**20:,.1f} MiB"
 

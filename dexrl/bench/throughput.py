@@ -20,10 +20,11 @@ def throughput_args(runtime: str, num_envs: int, resolution: str, iterations: in
             str(iterations), "--device", device, "--run-dir", str(run_dir), "--set", f"env.camera.width={w}",
             "--set", f"env.camera.height={h}", "--set", f"checkpoint_every={iterations}"]
     if runtime == "disagg":
-        args += ["--sim-ranks", str(procs)] + (["--set", "pipeline=true"] if pipeline else [])
+        args += ["--sim-ranks", str(procs)]
     elif runtime == "dp":
         args += ["--ranks", str(procs)]
-    return args + (["--set", "overlap_update=true"] if overlap_update else [])
+    # Passed whatever the runtime, so that the run's config refuses what it cannot do.
+    return args + (["--set", "pipeline=true"] if pipeline else []) + (["--set", "overlap_update=true"] if overlap_update else [])
 
 
 def summarize(run_dir: Path, runtime: str, procs: int, skip: int = 1) -> dict:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from dexrl.sim.objects import ObjectSetConfig
-
-RESOLUTIONS = ((80, 60), (160, 120), (320, 240))
 
 
 def parse_resolution(text: str) -> tuple[int, int]:
@@ -46,6 +45,8 @@ class CameraConfig:
             raise ValueError(f"camera resolution {self.width}x{self.height} is out of range [8, 2048]")
         if not 0 < self.depth_min_m < self.depth_max_m:
             raise ValueError("camera depth range needs 0 < depth_min_m < depth_max_m")
+        if not 0.0 < self.hfov_deg < 180.0:
+            raise ValueError(f"camera.hfov_deg must be in (0, 180), got {self.hfov_deg}")
         for name in ("dropout_prob", "random_pixel_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"camera.{name} must be in [0, 1]")
@@ -85,6 +86,8 @@ class RandomizationConfig:
                 if len(value) != 2 or min(value) < 0:
                     raise ValueError(f"randomization.spawn_width_m must be two non-negative widths (x, y), got {value!r}")
                 continue
+            if isinstance(value, tuple) and len(value) != 2:
+                raise ValueError(f"randomization.{name} must be a range (lo, hi), got {value!r}")
             lo, hi = (value if isinstance(value, tuple) else (0.0, value))
             if lo > hi or lo < 0:
                 raise ValueError(f"randomization.{name} must be a non-negative range lo <= hi, got {value!r}")
@@ -148,6 +151,10 @@ class EnvConfig:
                              f"got {self.naccdmax_per_world}")
         if self.decimation < 1 or self.sim_dt <= 0:
             raise ValueError("decimation must be >= 1 and sim_dt > 0")
+        if not self.joint_delta_scale > 0:
+            raise ValueError(f"joint_delta_scale must be > 0 (rad per unit action), got {self.joint_delta_scale}")
+        if not math.isfinite(self.episode_s):
+            raise ValueError(f"episode_s must be a finite number of seconds, got {self.episode_s}")
         if self.max_episode_steps < 1:
             raise ValueError(f"episode_s ({self.episode_s}) must last at least one control step "
                              f"({self.ctrl_dt:.4g} s)")

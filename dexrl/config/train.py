@@ -76,6 +76,10 @@ class TrainConfig:
             raise ValueError("fault_timeout_s and learner_timeout_s must be > 0")
         if self.max_iterations < 1 or self.checkpoint_every < 1:
             raise ValueError("max_iterations and checkpoint_every must be >= 1")
+        if self.runtime == "dp" and (self.env.num_envs // self.ranks) % self.ppo.num_minibatches:
+            raise ValueError(f"each data-parallel rank trains on its own {self.env.num_envs // self.ranks} worlds "
+                             f"(env.num_envs {self.env.num_envs} / {self.ranks} ranks), which must be a multiple "
+                             f"of ppo.num_minibatches ({self.ppo.num_minibatches}); change one of them")
         self.ppo.check_num_envs(self.env.num_envs)
         if self.policy_input == "depth" and not self.env.depth:
             raise ValueError("policy_input 'depth' needs env.depth = true")

@@ -120,10 +120,3 @@ class ObservationBuilder:
             obs["stereo_rgb"] = e.rig.stereo_rgb()
         return obs
 
-
-OBS_GROUPS = {
-    "policy": ("depth", "proprio"),
-    "critic": ("critic",),
-    "state_teacher": ("state_teacher",),
-    "student": ("stereo_rgb", "proprio"),
-}

@@ -10,6 +10,7 @@ import torch
 
 FORMAT = "dexrl-checkpoint-v1"
 MAIN_NAME = re.compile(r"iter_\d+\.pt")
+ANY_NAME = re.compile(r"iter_(\d+)(\.rank\d+)?\.pt")  # a main checkpoint or a data-parallel rank's shard
 
 
 class CheckpointError(ValueError):
@@ -54,6 +55,26 @@ def latest_checkpoint(run_dir: Path) -> Path:
     if not ckpts:
         raise CheckpointError(f"no checkpoint in {run_dir}/checkpoints; pass a .pt file or a run directory that has one")
     return ckpts[-1]
+
+
+def set_aside_later(run_dir: Path, iteration: int) -> Path | None:
+    """A run resumed from an earlier checkpoint than its last starts a new branch there: the
+    checkpoints (main and rank shards) of iterations after ``iteration`` belong to the branch it
+    abandons. They move to ``checkpoints/abandoned-after-iter_NNNNNN[.K]/``, so that neither
+    --resume nor eval picks one of them later, and nothing is deleted. Returns that folder, or
+    None when there was nothing to move."""
+    folder = Path(run_dir, "checkpoints")
+    names = [(p, ANY_NAME.fullmatch(p.name)) for p in folder.iterdir()] if folder.is_dir() else []
+    later = [p for p, m in names if m and int(m.group(1)) > iteration]
+    if not later:
+        return None
+    aside, k = folder / f"abandoned-after-iter_{iteration:06d}", 1
+    while aside.exists():
+        aside, k = folder / f"abandoned-after-iter_{iteration:06d}.{k}", k + 1
+    aside.mkdir()
+    for path in sorted(later):
+        path.rename(aside / path.name)
+    return aside
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", shard: bool = False) -> tuple[dict, Path]:

@@ -346,10 +346,22 @@ def free_loopback_port() -> int:
 _LAUNCHER_LOGGERS = ("torch.distributed.elastic.multiprocessing.api", "torch.multiprocessing.spawn")
 
 
-def launch_local(entrypoint, args: tuple, nprocs: int, rdzv_endpoint: str, run_id: str) -> dict | None:
+def root_failure(failures: dict, peer_failed_code: int | None):
+    """(rank, failure) of the first rank to fail (``failures``: rank -> the launcher's
+    ProcessFailure) that did not exit with ``peer_failed_code``, which a rank uses when it
+    stopped because a peer failed; the first of those only if every rank did."""
+    causes = {r: f for r, f in failures.items() if f.exitcode != peer_failed_code} or failures
+    rank = min(causes, key=lambda r: causes[r].timestamp)
+    return rank, causes[rank]
+
+
+def launch_local(entrypoint, args: tuple, nprocs: int, rdzv_endpoint: str, run_id: str,
+                 peer_failed_code: int | None = None) -> dict | None:
     """Start ``nprocs`` ranks of ``entrypoint(*args)`` on this machine with torch's elastic
     launcher (what torchrun uses). Returns None on success, else the first failure:
-    {"rank", "exitcode", "signal", "pid"}. Ctrl-C and a failing rank stop every rank."""
+    {"rank", "exitcode", "signal", "pid"}, where a rank that exited with ``peer_failed_code``
+    (it stopped because a peer failed) counts only if no rank failed otherwise. Ctrl-C and a
+    failing rank stop every rank."""
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
@@ -363,7 +375,7 @@ def launch_local(entrypoint, args: tuple, nprocs: int, rdzv_endpoint: str, run_i
     try:
         elastic_launch(config, entrypoint)(*args)
     except ChildFailedError as exc:
-        rank, failure = exc.get_first_failure()
+        rank, failure = root_failure(exc.failures, peer_failed_code)
         return {"rank": rank, "exitcode": failure.exitcode, "signal": failure.signal_name(), "pid": failure.pid}
     except (SignalException, KeyboardInterrupt) as exc:  # Ctrl-C / SIGTERM: the ranks are stopped
         return {"rank": -1, "exitcode": 130, "signal": getattr(getattr(exc, "sigval", None), "name", "SIGINT"),

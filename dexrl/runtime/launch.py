@@ -34,8 +34,6 @@ def world_size(cfg: TrainConfig) -> int:
 
 def start(argv: list[str], cfg: TrainConfig, run_dir: Path, rdzv_endpoint: str | None) -> int:
     """Parent process: launch the ranks on this machine, report the first failure in one line."""
-    from dexrl.cli import main  # the ranks run the same command line
-
     endpoint = rdzv_endpoint or f"127.0.0.1:{comm.free_loopback_port()}"
     report = Path(run_dir) / "ranks" / "failure.json"
     report.unlink(missing_ok=True)  # an earlier launch's diagnosis (this run resumed) is not this one's
@@ -47,7 +45,8 @@ def start(argv: list[str], cfg: TrainConfig, run_dir: Path, rdzv_endpoint: str |
     # multi-GPU machine so far).
     threads_override()  # a bad value stops here, in one line, not in every rank
     with _env_default(THREADS_ENV, str(learner_threads(cfg))), _env_default(*comm.NCCL_ERROR_HANDLING):
-        failure = comm.launch_local(main, (argv,), world_size(cfg), endpoint, uuid.uuid4().hex[:8])
+        failure = comm.launch_local(rank_main, (argv,), world_size(cfg), endpoint, uuid.uuid4().hex[:8],
+                                    peer_failed_code=EXIT_PEER_FAILED)
     if failure is None:
         return 0
     if failure["rank"] < 0:
@@ -68,6 +67,23 @@ def start(argv: list[str], cfg: TrainConfig, run_dir: Path, rdzv_endpoint: str |
         pass
     print(f"dexrl train: error: {role} rank {rank} {cause}{hint}", file=sys.stderr)
     return EXIT_PEER_FAILED
+
+
+def rank_main(argv: list[str]) -> int:
+    """A rank started by ``start``: the same command line. An exception dexrl does not turn
+    into one line (a defect) is printed with its traceback here, because the launcher logs a
+    rank's exception only through the loggers comm.launch_local silences; the rank then exits
+    at once, before its peers (which see it gone) exit naming it as their cause."""
+    from dexrl.cli import main
+
+    try:
+        return main(argv)
+    except Exception:
+        import traceback
+
+        sys.stderr.write(f"dexrl train: rank {os.environ.get('RANK', '?')} raised:\n{traceback.format_exc()}")
+        sys.stderr.flush()
+        os._exit(1)
 
 
 def threads_override() -> int | None:
@@ -132,6 +148,14 @@ def check_devices(cfg: TrainConfig) -> None:
     check_device("--device", cfg.env.device)
     if cfg.learner_device:
         check_device("learner_device", cfg.learner_device)
+    if cfg.backend == "nccl":
+        # NCCL moves tensors between GPUs, one GPU per rank: a CPU rank, or two ranks on one GPU,
+        # would fail inside every rank.
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"])) if comm.launched() else world_size(cfg)
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if not cfg.env.device.startswith("cuda") or gpus < local:
+            raise ValueError(f"--backend nccl needs a CUDA device of its own for each of the {local} ranks on this "
+                             f"machine (--device {cfg.env.device}, {gpus} CUDA device(s)); use --backend gloo or auto")
 
 
 def check_device(option: str, name: str) -> None:

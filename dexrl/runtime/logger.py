@@ -12,11 +12,16 @@ from pathlib import Path
 from dexrl.config.train import TrainConfig, dumps
 
 
-def git_hash() -> str:
+def git_hash(here: Path = Path(__file__).resolve().parent) -> str:
+    """The commit of the checkout at ``here`` (dexrl's own by default), with "-dirty" where
+    tracked files differ from it (the code run is then not that commit's); "unknown" outside
+    a git checkout."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
-        return out.stdout.strip() or "unknown"
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=here)
+        if not out.stdout.strip():
+            return "unknown"
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], capture_output=True, timeout=5, cwd=here)
+        return out.stdout.strip() + ("-dirty" if dirty.returncode == 1 else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 

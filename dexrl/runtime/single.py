@@ -19,7 +19,7 @@ from dexrl.config.train import TrainConfig, to_dict
 from dexrl.envs.grasp import GraspEnv
 from dexrl.models import ActorCritic, ObsSpec
 from dexrl.rl import PPO, DistributedHooks, RolloutStorage, build_actor_critic
-from dexrl.runtime.checkpoint import load_weights, save_checkpoint, to_host
+from dexrl.runtime.checkpoint import load_weights, save_checkpoint, set_aside_later, to_host
 from dexrl.runtime.collector import Collector, PhaseTimer, PipelinedCollector
 from dexrl.runtime.comm import RankFailure
 from dexrl.runtime.logger import RunLogger
@@ -213,6 +213,11 @@ class Trainer:
     def train(self, run_dir: Path, progress: bool = True) -> Path:
         """collect -> returns -> update -> log -> save, until max_iterations."""
         cfg, n = self.cfg, self.cfg.env.num_envs
+        if self.is_logger:
+            aside = set_aside_later(run_dir, self.iteration)
+            if aside is not None:
+                print(f"dexrl train: resumed at iteration {self.iteration}: the later checkpoints moved to {aside}",
+                      file=sys.stderr)
         logger = RunLogger(run_dir, cfg, self.iteration) if self.is_logger else None
         bar = tqdm(total=cfg.max_iterations, initial=self.iteration, desc="train", unit="it",
                    disable=not (progress and self.is_logger))

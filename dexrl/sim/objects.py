@@ -46,6 +46,11 @@ class ObjectSetConfig:
             raise ValueError(f"objects.split must be 'train' or 'eval', got {self.split!r}")
         if self.num_objects < 1:
             raise ValueError(f"objects.num_objects must be >= 1, got {self.num_objects}")
+        if not self.mesh_scale > 0:
+            raise ValueError(f"objects.mesh_scale must be > 0 (metres per mesh-file unit), got {self.mesh_scale}")
+        if self.mesh_dir is not None and self.split != "train":
+            raise ValueError("objects.split 'eval' is the procedural set's held-out split; a mesh folder has none: "
+                             "pass a folder of held-out meshes as the mesh_dir instead")
 
 
 def _sphere_points(n_lat: int = 6, n_lon: int = 10) -> np.ndarray:

@@ -16,8 +16,6 @@ and object collide with them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import mujoco
 import numpy as np
 
@@ -103,13 +101,6 @@ def quat_from_rpy(roll: float, pitch: float, yaw: float) -> np.ndarray:
 
 def _v(x) -> str:
     return " ".join(f"{float(a):.6g}" for a in x)
-
-
-@dataclass(frozen=True)
-class _Joint:
-    name: str
-    axis: tuple[float, float, float]
-    limits: tuple[float, float]
 
 
 def _arm_xml() -> tuple[str, str]:

@@ -94,14 +94,3 @@ def test_the_bench_policy_acts_on_the_pixels_its_update_replays(monkeypatch, ima
     stored = made["storage"].obs["depth"]  # (T, N, 1, H, W), the last rollout
     acted = torch.stack(seen[-PPO_CFG.num_steps:])  # what act saw in that rollout
     assert acted.dtype == stored.dtype and torch.equal(acted, stored)
-
-
-def test_largest_fitting_envs_is_a_multiple_of_num_minibatches():
-    per_env = bytes_per_env(bench.learner_spec(32, 24), MODEL, PPO_CFG)
-    # budget = fixed + 7.5 env's worth -> 7 fit, rounded down to a multiple of 2 -> 6
-    n = bench.largest_fitting_envs(32, 24, 1000 + int(7.5 * per_env), MODEL, PPO_CFG, fixed_bytes=1000)
-    assert n == 6
-    assert bench.largest_fitting_envs(32, 24, 500, MODEL, PPO_CFG, fixed_bytes=1000) == 0
-    # a workspace of one env's storage per env halves the count: 7.5 / 2 = 3.75 -> 3 -> 2
-    n = bench.largest_fitting_envs(32, 24, 1000 + int(7.5 * per_env), MODEL, PPO_CFG, 1000, per_env)
-    assert n == 2

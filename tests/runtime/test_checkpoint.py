@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from dexrl.runtime.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
+from dexrl.runtime.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint, set_aside_later
 
 
 def test_save_is_atomic_and_loads_back(tmp_path):
@@ -17,6 +17,20 @@ def test_latest_is_the_newest_main_checkpoint_not_a_rank_shard(tmp_path):
     for name in ("iter_000009.pt", "iter_000010.pt", "iter_000010.rank1.pt", "iter_000011.rank1.pt"):
         save_checkpoint(tmp_path / "checkpoints" / name, {})
     assert latest_checkpoint(tmp_path).name == "iter_000010.pt"
+
+
+def test_set_aside_moves_the_later_iterations_main_and_shards_and_keeps_each_branch(tmp_path):
+    names = ("iter_000002.pt", "iter_000002.rank1.pt", "iter_000003.pt", "iter_000003.rank1.pt", "iter_000010.pt")
+    for name in names:
+        save_checkpoint(tmp_path / "checkpoints" / name, {})
+    aside = set_aside_later(tmp_path, 2)
+    assert aside == tmp_path / "checkpoints" / "abandoned-after-iter_000002"
+    assert sorted(p.name for p in aside.iterdir()) == ["iter_000003.pt", "iter_000003.rank1.pt", "iter_000010.pt"]
+    assert latest_checkpoint(tmp_path).name == "iter_000002.pt"  # the folder is not looked in
+    assert set_aside_later(tmp_path, 2) is None  # nothing later now
+    save_checkpoint(tmp_path / "checkpoints" / "iter_000003.pt", {})  # a second abandoned branch
+    assert set_aside_later(tmp_path, 2).name == "abandoned-after-iter_000002.1"
+    assert set_aside_later(tmp_path / "new-run", 0) is None  # no checkpoints folder yet
 
 
 @pytest.mark.parametrize("make, says", [

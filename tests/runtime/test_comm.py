@@ -145,3 +145,16 @@ def test_auto_backend_is_nccl_only_when_every_local_rank_has_its_own_gpu(monkeyp
     monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", str(local))
     assert comm.choose_backend(requested, device) == chosen
+
+
+def test_the_launcher_reports_the_rank_that_failed_not_the_peers_that_stopped_for_it():
+    from types import SimpleNamespace as Failure
+
+    # Rank 0 noticed rank 1 gone and exited 3 (peer failed) before the launcher saw rank 1's exit 1.
+    failures = {0: Failure(exitcode=3, timestamp=10), 1: Failure(exitcode=1, timestamp=11),
+                2: Failure(exitcode=-9, timestamp=12)}
+    assert comm.root_failure(failures, peer_failed_code=3)[0] == 1
+    assert comm.root_failure(failures, peer_failed_code=None)[0] == 0  # no code known: the first
+    # Every rank stopped for a peer (one the launcher did not see fail): the first of them.
+    both = {0: Failure(exitcode=3, timestamp=11), 1: Failure(exitcode=3, timestamp=10)}
+    assert comm.root_failure(both, peer_failed_code=3)[0] == 1

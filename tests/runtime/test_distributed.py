@@ -227,7 +227,7 @@ def test_a_silent_peer_is_killed_only_when_it_runs_on_this_host(tmp_path, monkey
 def test_launched_ranks_get_nccl_errors_as_failed_requests(tmp_path, monkeypatch):
     monkeypatch.delenv(comm.NCCL_ERROR_HANDLING[0], raising=False)
     seen = {}
-    monkeypatch.setattr(comm, "launch_local", lambda *args: seen.update(os.environ) or None)
+    monkeypatch.setattr(comm, "launch_local", lambda *args, **kwargs: seen.update(os.environ) or None)
     assert launch.start([], TrainConfig(runtime="dp", ranks=2), tmp_path, None) == 0
     assert seen[comm.NCCL_ERROR_HANDLING[0]] == "2"  # not the launcher's "1": the watchdog would kill
     assert comm.NCCL_ERROR_HANDLING[0] not in os.environ  # for the ranks only
@@ -242,7 +242,7 @@ def test_a_failure_diagnosed_in_an_earlier_launch_is_not_reported_again(tmp_path
     (tmp_path / "ranks" / "failure.json").write_text(json.dumps(
         {"rank": 1, "role": "sim", "cause": "no reply within 5 s", "reported_by": 2}))
     learner_crashed = {"rank": 2, "exitcode": 1, "signal": "<N/A>", "pid": 42}
-    monkeypatch.setattr(comm, "launch_local", lambda *args: learner_crashed)
+    monkeypatch.setattr(comm, "launch_local", lambda *args, **kwargs: learner_crashed)
     assert launch.start([], TrainConfig(runtime="disagg", sim_ranks=2), tmp_path, None) == launch.EXIT_PEER_FAILED
     err = capsys.readouterr().err
     assert "learner rank 2 stopped: exit code 1 (pid 42)" in err and "sim rank 1" not in err, err
@@ -253,7 +253,7 @@ def test_a_hung_learner_is_reported_as_the_learner_not_as_the_sim_that_gave_up(t
     (tmp_path / "ranks").mkdir()  # as every rank's ranks/<rank>.json does at start
     silent = comm.RankFailure(2, "learner", "no reply within 5 s")
 
-    def sims_give_up(*args):  # what sim rank 0 does, then the launcher's view: rank 0 exited 3
+    def sims_give_up(*args, **kwargs):  # what sim rank 0 does, then the launcher's view: rank 0 exited 3
         launch.report_failure(tmp_path, "sim", 0, silent)
         return {"rank": 0, "exitcode": launch.EXIT_PEER_FAILED, "signal": "<N/A>", "pid": 42}
 
@@ -271,6 +271,26 @@ def test_a_hung_learner_is_reported_as_the_learner_not_as_the_sim_that_gave_up(t
     report.write_text(json.dumps({"rank": 1, "role": "sim", "cause": "x"}))
     launch.report_failure(tmp_path, "sim", 0, silent)
     assert json.loads(report.read_text())["rank"] == 1
+
+
+def test_a_rank_that_raises_an_unexpected_exception_prints_it_and_exits_at_once(monkeypatch, capsys):
+    """The launcher would log it only through the loggers comm.launch_local silences; and a rank
+    slow to exit would let its peers' 'peer failed' exits be reported first."""
+    import dexrl.cli
+
+    def defect(argv):
+        raise TypeError("a defect")
+
+    def exit_now(code):
+        raise SystemExit(f"os._exit({code})")
+
+    monkeypatch.setattr(dexrl.cli, "main", defect)
+    monkeypatch.setattr(launch.os, "_exit", exit_now)
+    monkeypatch.setenv("RANK", "1")
+    with pytest.raises(SystemExit, match=r"os\._exit\(1\)"):
+        launch.rank_main(["train"])
+    err = capsys.readouterr().err
+    assert err.startswith("dexrl train: rank 1 raised:\nTraceback") and "TypeError: a defect" in err, err
 
 
 DISAGG = ("--runtime", "disagg", "--sim-ranks", "2")

@@ -30,3 +30,20 @@ def test_a_resumed_run_keeps_the_earlier_rows_of_a_torn_file(tmp_path):
     assert read_metrics(tmp_path / "metrics.jsonl") == ROWS[:2]
     assert json.loads((tmp_path / "config.json").read_text())["config"]["preset"] == "quickstart"
     assert not list(tmp_path.glob(".*.tmp"))  # the atomic writes left no temporary file
+
+
+def test_git_hash_says_when_the_code_is_not_the_commit(tmp_path):
+    import subprocess
+
+    from dexrl.runtime.logger import git_hash
+
+    assert git_hash(tmp_path) == "unknown"  # not a checkout
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(tmp_path)]
+    (tmp_path / "a.py").write_text("x = 1\n")
+    for args in (["init", "-q"], ["add", "a.py"], ["commit", "-q", "-m", "a"]):
+        subprocess.run(git + args, check=True)
+    head = subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    (tmp_path / "untracked.txt").write_text("notes")  # not code of the commit's: still clean
+    assert git_hash(tmp_path) == head
+    (tmp_path / "a.py").write_text("x = 2\n")
+    assert git_hash(tmp_path) == head + "-dirty"

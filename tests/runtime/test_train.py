@@ -14,7 +14,8 @@ import torch
 from dexrl import adr
 from dexrl.cli import main
 from dexrl.config.train import apply_overrides, dumps, loads, preset, to_dict
-from dexrl.runtime.checkpoint import CheckpointError, load_checkpoint, resumable
+from dexrl.runtime.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, resumable
+from dexrl.runtime.logger import read_metrics
 from dexrl.runtime.comm import RankFailure
 from dexrl.rl import RolloutStorage
 from dexrl.runtime.collector import PhaseTimer
@@ -178,6 +179,21 @@ def test_quickstart_run_writes_run_dir_and_reward_rises(tmp_path, capsys):
     assert main(["train", "--preset", "quickstart", "--run-dir", str(run), "--max-iterations", "1"]) == 2
     err = capsys.readouterr().err
     assert f"{run} already holds a run (checkpoint iter_000008.pt); continue it with --resume" in err
+
+
+def test_resuming_an_earlier_checkpoint_sets_the_later_ones_aside(tmp_path, tiny, capsys):
+    run = tmp_path / "run"
+    Trainer.build(tiny(4)).train(run, progress=False)  # checkpoints at iterations 2 and 4
+    payload, _ = load_checkpoint(run / "checkpoints" / "iter_000002.pt")
+    branch = Trainer.build(tiny(3))
+    branch.load_state_dict(payload)
+    branch.train(run, progress=False)  # a new branch from iteration 2, to 3
+    # iter_000004.pt belongs to the abandoned branch: --resume RUN and eval RUN must not pick it.
+    assert latest_checkpoint(run).name == "iter_000003.pt"
+    aside = run / "checkpoints" / "abandoned-after-iter_000002"
+    assert [p.name for p in aside.iterdir()] == ["iter_000004.pt"]
+    assert f"resumed at iteration 2: the later checkpoints moved to {aside}" in capsys.readouterr().err
+    assert [r["iteration"] for r in read_metrics(run / "metrics.jsonl")] == [0, 1, 2]
 
 
 def _overlap(tiny, iterations: int):
