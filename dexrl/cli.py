@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -133,9 +134,13 @@ def _train_config(a):
     cfg = apply_overrides(cfg, overrides)
     if payload is not None:
         _check_same_network(trained, network_settings(cfg))
-    for flag, runtime in (("sim_ranks", "disagg"), ("ranks", "dp")):
-        if getattr(a, flag) is not None and cfg.runtime != runtime:
-            raise ValueError(f"--{flag.replace('_', '-')} needs --runtime {runtime} (this run's runtime: {cfg.runtime})")
+    # Options of the multi-process runtimes are refused where they would be ignored.
+    for flag, runtimes in (("sim_ranks", ("disagg",)), ("ranks", ("dp",)), ("learner_timeout", ("disagg",)),
+                           ("backend", ("dp", "disagg")), ("fault_timeout", ("dp", "disagg")),
+                           ("rdzv_endpoint", ("dp", "disagg"))):
+        if getattr(a, flag) is not None and cfg.runtime not in runtimes:
+            raise ValueError(f"--{flag.replace('_', '-')} needs --runtime {' or '.join(runtimes)} "
+                             f"(this run's runtime: {cfg.runtime})")
     if payload is not None and payload["iteration"] >= cfg.max_iterations:
         raise ValueError(f"{path} is at iteration {payload['iteration']}, and --max-iterations counts from the run's "
                          f"start ({cfg.max_iterations}): pass more to continue")
@@ -150,8 +155,6 @@ def _check_same_network(saved: dict, now: dict) -> None:
 
 
 def _run_dir(a, cfg, checkpoint_path) -> Path:
-    import os
-
     from dexrl.runtime.logger import default_run_dir
 
     if a.run_dir:
@@ -496,6 +499,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code = args.fn(args) or 0
     except (ValueError, RuntimeError, OSError) as exc:
+        if os.environ.get("DEXRL_DEBUG"):  # the whole traceback, for a report of a defect
+            raise
         # Errors a user can cause (a bad option, a path that is a file or a folder where the
         # other was meant) end with one line, not a stack trace; MuJoCo's parser messages
         # span lines ("XML Error: ...\nElement 'x', line 2").
@@ -505,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"\ndexrl {command}: interrupted", file=sys.stderr)
         code = 130
-    if code and "RANK" in __import__("os").environ:
+    if code and "RANK" in os.environ:
         sys.exit(code)  # a launched rank reports failure through its exit code
     return code
 

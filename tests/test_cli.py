@@ -109,6 +109,10 @@ def test_counts_and_lengths_must_be_positive(argv, says, capsys):
     (["train", "--runtime", "dp", "--ranks", "2", "--num-envs", "4", "--backend", "nccl", "--device", "cpu",
       "--run-dir", "{tmp}/r"], "dexrl train: error: --backend nccl needs a CUDA device of its own for each of the 2"),
     (["eval", "--episode-s", "inf"], "dexrl eval: error: episode_s must be a finite number of seconds"),
+    # the multi-process runtimes' options, where they would be ignored
+    (["train", "--backend", "gloo", "--run-dir", "{tmp}/r"], "dexrl train: error: --backend needs --runtime dp or disagg"),
+    (["train", "--runtime", "dp", "--learner-timeout", "5", "--run-dir", "{tmp}/r"],
+     "dexrl train: error: --learner-timeout needs --runtime disagg (this run's runtime: dp)"),
     (["train", "--set", "env.objects.mesh_scale=-1", "--run-dir", "{tmp}/r"],
      "dexrl train: error: objects.mesh_scale must be > 0"),
     (["train", "--set", "env.camera.hfov_deg=500", "--run-dir", "{tmp}/r"],
@@ -214,3 +218,11 @@ def test_seed_draws_another_episode_but_keeps_the_object_set():
         a.argv = argv
         cfg = env_config(a)
         assert cfg.seed == 5 and cfg.objects.seed == 0
+
+
+def test_dexrl_debug_shows_the_whole_traceback(monkeypatch, capsys):
+    argv = ["eval", "--episode-s", "inf"]
+    assert main(argv) == 2  # one line
+    monkeypatch.setenv("DEXRL_DEBUG", "1")
+    with pytest.raises(ValueError, match="episode_s must be a finite number"):
+        main(argv)

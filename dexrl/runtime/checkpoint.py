@@ -87,7 +87,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=False)
+        # weights_only: a checkpoint holds tensors and plain containers only, so loading one
+        # (from a colleague, a download) cannot run code, as a general pickle could.
+        payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # truncated file, not a torch file, ...
         raise CheckpointError(f"checkpoint {str(path)!r} cannot be read ({type(exc).__name__}); "
                               "it may be truncated or not a dexrl checkpoint") from None

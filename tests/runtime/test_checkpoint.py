@@ -49,3 +49,16 @@ def test_anything_else_is_one_clear_error(tmp_path, make, says):
 def _torch_file(path, obj):
     torch.save(obj, path)
     return path
+
+
+class _Payload:
+    def __reduce__(self):  # what a crafted pickle uses to run code on load
+        return (print, ("ran code",))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(tmp_path, capsys):
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "dexrl-checkpoint-v1", "config": {}, "x": _Payload()}, path)
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        load_checkpoint(path)
+    assert "ran code" not in capsys.readouterr().out
