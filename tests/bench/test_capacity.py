@@ -227,9 +227,14 @@ def test_measured_image_share_and_encoder_share(parts):
 
 
 # ---- validation ---------------------------------------------------------------------------------------
-def test_validate_role_fits_at_tiny_size_on_cpu():
+def test_validate_role_fits_at_tiny_size_on_cpu(monkeypatch):
+    steps = []
+    monkeypatch.setattr(cap_validate.PPO, "_step", lambda self, *a: steps.append(1) or {})
     out = cap.validate_role("dp", 4, RES, device="cpu", preset="quickstart")
     assert out["fits"] is True and out["error"] is None and out["image_storage"] == "device"
+    # One epoch of the preset's minibatches: the update's peak is in its first step.
+    assert len(steps) == load_preset("quickstart").ppo.num_minibatches
+    monkeypatch.undo()
     out = cap.validate_role("learner", 4, RES, device="cpu", preset="quickstart", image_storage="host",
                             overlap_update=True)
     assert out["fits"] is True and out["image_storage"] == "host" and out["overlap_update"] is True

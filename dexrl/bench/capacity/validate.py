@@ -69,8 +69,8 @@ def validate_role(role: str, num_envs: int, resolution: str, device: str = "cuda
                   budget_gib: float | None = None, image_storage: str | None = None,
                   overlap_update: bool | None = None) -> dict:
     """Allocate one role at num_envs worlds and run it once (sim: GraspEnv reset + 2 steps + send
-    buffers; learner: model, Adam, storage, receive buffers, one act on N envs, one PPO update on
-    synthetic data; dp: both), with the preset's learner settings (image_storage and
+    buffers; learner: model, Adam, storage, receive buffers, one act on N envs, one PPO update of
+    one epoch on synthetic data; dp: both), with the preset's learner settings (image_storage and
     overlap_update overridable).
     Returns {"fits": bool, "error": first line of the OOM or None, ...}. Errors other than
     running out of memory propagate."""
@@ -82,6 +82,9 @@ def validate_role(role: str, num_envs: int, resolution: str, device: str = "cuda
         cfg = dataclasses.replace(cfg, ppo=dataclasses.replace(cfg.ppo, image_storage=image_storage))
     if overlap_update is not None:
         cfg = dataclasses.replace(cfg, overlap_update=overlap_update)
+    # One epoch: the update's peak is reached in its first step, and further epochs only repeat
+    # it (at a planned maximum of ~50k worlds, 4 epochs could outlast the check's time limit).
+    cfg = dataclasses.replace(cfg, ppo=dataclasses.replace(cfg.ppo, num_epochs=1))
     dev = torch.device(device)
     keep: list = []
     ballast = _ballast(dev, budget_gib)
