@@ -134,6 +134,7 @@ def _train_config(a):
     cfg = apply_overrides(cfg, overrides)
     if payload is not None:
         _check_same_network(trained, network_settings(cfg))
+    cfg = _absolute_paths(cfg, robot=payload is None)
     # Options of the multi-process runtimes are refused where they would be ignored.
     for flag, runtimes in (("sim_ranks", ("disagg",)), ("ranks", ("dp",)), ("learner_timeout", ("disagg",)),
                            ("backend", ("dp", "disagg")), ("fault_timeout", ("dp", "disagg")),
@@ -145,6 +146,18 @@ def _train_config(a):
         raise ValueError(f"{path} is at iteration {payload['iteration']}, and --max-iterations counts from the run's "
                          f"start ({cfg.max_iterations}): pass more to continue")
     return cfg, payload, path
+
+
+def _absolute_paths(cfg, robot: bool):
+    """The run's mesh folder (and, for a new run, its robot MJCF) as absolute paths, so that
+    config.json means the same files when the run is resumed or evaluated from elsewhere. A
+    resumed run keeps its robot path as saved: it is part of the network's settings."""
+    env = cfg.env
+    if env.objects.mesh_dir:
+        env = replace(env, objects=replace(env.objects, mesh_dir=str(Path(env.objects.mesh_dir).expanduser().resolve())))
+    if robot and env.robot_xml:
+        env = replace(env, robot_xml=str(Path(env.robot_xml).expanduser().resolve()))
+    return replace(cfg, env=env)
 
 
 def _check_same_network(saved: dict, now: dict) -> None:

@@ -226,3 +226,11 @@ def test_dexrl_debug_shows_the_whole_traceback(monkeypatch, capsys):
     monkeypatch.setenv("DEXRL_DEBUG", "1")
     with pytest.raises(ValueError, match="episode_s must be a finite number"):
         main(argv)
+
+
+def test_a_new_run_records_its_mesh_folder_and_robot_as_absolute_paths(tmp_path, monkeypatch, capsys):
+    # config.json must name the same files when the run is resumed or evaluated from elsewhere.
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--print-config", "--set", "env.objects.mesh_dir=meshes", "--set", "env.robot_xml=r.xml"]) == 0
+    env = json.loads(capsys.readouterr().out)["env"]
+    assert env["objects"]["mesh_dir"] == str(tmp_path / "meshes") and env["robot_xml"] == str(tmp_path / "r.xml")
