@@ -52,6 +52,10 @@ class Randomizer:
         self.dof = torch.as_tensor(s.dof_adr, device=self.dev)
         self.friction_unit = torch.tensor(JOINT_FRICTION_UNIT_NM, device=self.dev)  # (23,) N·m
         self.robot_geoms = torch.as_tensor(s.robot_geoms, device=self.dev)
+        # Device constants made once: a tensor built from a Python list on CUDA costs a host
+        # sync, and these are read on every step's (masked) reset.
+        self.object_geoms = torch.tensor([s.object_geom], device=self.dev)
+        self.spawn_point = torch.tensor(OBJECT_SPAWN, device=self.dev)  # (3,) m
         self.cams = torch.as_tensor(sorted(s.camera_ids[c] for c in ("depth", "rgb_left", "rgb_right")), device=self.dev)
 
     def assign_objects(self, mask: torch.Tensor, draws: Draws, object_id: torch.Tensor | None = None) -> None:
@@ -70,10 +74,10 @@ class Randomizer:
 
     def apply(self, mask: torch.Tensor, r: RandomizationConfig, draws: Draws) -> None:
         """Resample friction, gains, joint friction and object mass for the masked worlds."""
-        f, d, dev = self.p.fields, self.p.defaults, self.dev
+        f, d = self.p.fields, self.p.defaults
         s = self.p.scene
         fr = draws.uniform(Stream.RESET_FRICTION, (1,), *r.friction)  # (N, 1) scale on sliding friction, U(lo, hi)
-        for geoms in (self.robot_geoms, torch.tensor([s.object_geom], device=dev)):
+        for geoms in (self.robot_geoms, self.object_geoms):
             base = d["geom_friction"][:, geoms]  # (N, G, 3)
             _put(f["geom_friction"], mask, torch.cat([base[..., :1] * fr[..., None], base[..., 1:]], -1), geoms)
         u = draws.uniform(Stream.RESET_GAINS, (2,))  # (N, 2)
@@ -115,9 +119,10 @@ class Randomizer:
     def spawn_pose(self, r: RandomizationConfig, draws: Draws) -> tuple[torch.Tensor, torch.Tensor]:
         """Object spawn: x + U(-wx/2, wx/2), y + U(-wy/2, wy/2), dropped from z = 0.5 m, tilted
         by U(0, tilt) about a random axis. Returns position (N, 3) and quaternion (N, 4)."""
-        half = 0.5 * torch.tensor(r.spawn_width_m, device=self.dev)  # (2,) m
-        pos = torch.tensor(OBJECT_SPAWN, device=self.dev).repeat(self.n, 1)  # (N, 3) m
-        pos[:, :2] += (2.0 * draws.uniform(Stream.RESET_SPAWN_XY, (2,)) - 1.0) * half
+        pos = self.spawn_point.repeat(self.n, 1)  # (N, 3) m
+        xy = 2.0 * draws.uniform(Stream.RESET_SPAWN_XY, (2,)) - 1.0  # (N, 2) in [-1, 1]
+        for i, width in enumerate(r.spawn_width_m):  # Python floats: no host-to-device copy
+            pos[:, i] += xy[:, i] * (0.5 * width)
         angle = draws.uniform(Stream.RESET_SPAWN_ANGLE, (), 0.0, r.spawn_tilt_rad)  # (N,) rad
         quat = axis_angle_quat(angle, draws.normal(Stream.RESET_SPAWN_AXIS, (3,)))  # (N, 4)
         return pos, quat

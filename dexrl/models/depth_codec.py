@@ -12,6 +12,14 @@ import torch
 IMAGE_TORCH_DTYPES = {"float16": torch.float16, "uint16mm": torch.uint16}
 
 
+def select(x: torch.Tensor, dim: int, ids: torch.Tensor) -> torch.Tensor:
+    """x.index_select(dim, ids) for any dtype: torch's CUDA gather kernels have no unsigned
+    types, so a uint16 image moves as its int16 bits (the same bytes)."""
+    if x.dtype == torch.uint16:
+        return x.view(torch.int16).index_select(dim, ids).view(torch.uint16)
+    return x.index_select(dim, ids)
+
+
 def depth_to_uint16_mm(depth_m: torch.Tensor) -> torch.Tensor:
     """Metres -> whole millimetres in uint16, rounded, saturating at 0 and 65535 mm."""
     return (depth_m.float() * 1000.0).round().clamp(0.0, 65535.0).to(torch.uint16)

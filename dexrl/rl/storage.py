@@ -26,7 +26,7 @@ import torch
 
 from dexrl.config.rl import ModelConfig, PPOConfig
 from dexrl.models.actor_critic import PolicyOutput, State, recurrent_state_shapes
-from dexrl.models.depth_codec import IMAGE_TORCH_DTYPES, encode_depth
+from dexrl.models.depth_codec import IMAGE_TORCH_DTYPES, encode_depth, select
 from dexrl.models.spec import ObsSpec
 
 ENV = -1  # placeholder for N in a layout shape
@@ -192,7 +192,7 @@ class RolloutStorage:
     def _chunks(self, buf: torch.Tensor, env_ids: torch.Tensor) -> torch.Tensor:
         """(T, N, ...) -> (S, K * n, ...) on the learner device, batch index k * n + j = chunk k of env j."""
         S, K = self.cfg.seq_length, self.cfg.num_chunks
-        x = buf.index_select(1, env_ids.to(buf.device)).to(self.device, non_blocking=True)  # (T, n, ...)
+        x = select(buf, 1, env_ids.to(buf.device)).to(self.device, non_blocking=True)  # (T, n, ...)
         x = x.reshape(K, S, *x.shape[1:]).transpose(0, 1)  # (S, K, n, ...)
         return x.reshape(S, -1, *x.shape[3:])  # (S, K*n, ...)
 

@@ -9,7 +9,7 @@ import torch
 
 from dexrl.envs.grasp import GraspEnv
 from dexrl.models import ActorCritic, ObsSpec
-from dexrl.models.depth_codec import encode_depth
+from dexrl.models.depth_codec import encode_depth, select
 from dexrl.rl import RolloutStorage
 
 
@@ -36,14 +36,14 @@ class PhaseTimer:
 
 
 class EpisodeStats:
-    """Running sums over one rollout: reward terms, success, and finished episodes."""
+    """Running sums over one rollout: reward terms, success, and finished episodes. Finished
+    episodes are summed under their done mask (float64) rather than gathered by it: a
+    boolean-mask gather waits for the device on every step."""
 
     def __init__(self):
         self.sums: dict[str, torch.Tensor] = {}
         self.steps = 0
-        self.returns: list[torch.Tensor] = []
-        self.lengths: list[torch.Tensor] = []
-        self.episode_success: list[torch.Tensor] = []
+        self.ended: dict[str, torch.Tensor] = {}  # episodes, return, length, success: sums over ended episodes
 
     def add(self, info: dict, reward: torch.Tensor) -> None:
         for name, term in info["reward_terms"].items():
@@ -52,20 +52,21 @@ class EpisodeStats:
         self.sums["success_rate"] = self.sums.get("success_rate", 0.0) + info["success"].float().mean()
         overflow = info["physics_overflow"].float().mean()  # share of worlds that dropped contacts
         self.sums["physics/overflow"] = self.sums.get("physics/overflow", 0.0) + overflow
-        done = info["done"]
-        self.returns.append(info["episode_return"][done])
-        self.lengths.append(info["episode_length"][done])
-        self.episode_success.append(info["episode_success"][done])
+        done = info["done"]  # (N,)
+        for key, value in (("episodes", done), ("return", info["episode_return"]),
+                           ("length", info["episode_length"]), ("success", info["episode_success"])):
+            ended = torch.where(done, value.double(), 0.0)  # (not value * done: a running NaN would spread)
+            self.ended[key] = self.ended.get(key, 0.0) + ended.sum()
         self.steps += 1
 
     def summary(self, ctrl_dt: float) -> dict[str, float]:
         out = {k: float(v) / self.steps for k, v in self.sums.items()}
-        returns = torch.cat(self.returns)
-        out["episodes"] = int(returns.numel())
-        if returns.numel():
-            out["episode/return"] = float(returns.mean())
-            out["episode/length_s"] = float(torch.cat(self.lengths).float().mean()) * ctrl_dt
-            out["episode/success"] = float(torch.cat(self.episode_success).float().mean())
+        episodes = int(self.ended.get("episodes", 0))
+        out["episodes"] = episodes
+        if episodes:
+            out["episode/return"] = float(self.ended["return"]) / episodes
+            out["episode/length_s"] = float(self.ended["length"]) / episodes * ctrl_dt
+            out["episode/success"] = float(self.ended["success"]) / episodes
         return out
 
 
@@ -155,7 +156,7 @@ class PipelinedCollector(Collector):
         outs = []
         start = time.perf_counter()
         for g, rows in enumerate(env.group_rows):  # rows: (N / 2,) global world ids of group g
-            out = self.model.act({k: v[rows] for k, v in self.obs.items()},
+            out = self.model.act({k: select(v, 0, rows) for k, v in self.obs.items()},
                                  {k: v[:, rows] for k, v in self.state.items()}, self.reset[rows])
             env.send_group(g, out.action)
             outs.append(out)

@@ -9,7 +9,7 @@ The hash is splitmix64 (Steele, Lea & Flood 2014; the finalizer passes BigCrush)
 (seed, world, stream, counter) gets a pseudo-random 64-bit state ``s`` = hash(seed, world,
 stream) ^ hash(counter), and element ``e`` of the draw is ``mix64(s + (e + 1) * GOLDEN)``,
 the e-th output of a splitmix64 stream seeded at ``s``: one hash per random value. It runs on int64 tensors: multiplication wraps modulo 2**64 (two's complement on
-CPU and CUDA alike; ``tests/envs/test_rng.py`` checks it against Python integers) and
+CPU and CUDA alike; ``tests/sim/test_rng.py`` checks it against Python integers) and
 logical right shifts are arithmetic shifts with the sign-extended bits masked off.
 """
 

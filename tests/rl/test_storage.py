@@ -159,3 +159,15 @@ def test_host_image_storage_on_cuda_round_trips():
     mb = storage.gather(torch.tensor([2, 0]))
     assert mb.obs["depth"].is_cuda and mb.actions.is_cuda
     torch.testing.assert_close(mb.obs["depth"][:, 0].cpu(), storage.obs["depth"][:2, 2])
+
+
+def test_select_moves_uint16_images_as_their_int16_bits():
+    # CUDA's gather kernels have no unsigned dtypes; the bits must come back unchanged.
+    from dexrl.models.depth_codec import select
+
+    x = torch.tensor([[0, 1], [40000, 65535], [7, 32768]], dtype=torch.uint16)
+    ids = torch.tensor([2, 1, 2])
+    got = select(x, 0, ids)
+    assert got.dtype == torch.uint16 and got.tolist() == [[7, 32768], [40000, 65535], [7, 32768]]
+    f = torch.randn(3, 2).half()
+    assert torch.equal(select(f, 1, torch.tensor([1, 0])), f[:, [1, 0]])

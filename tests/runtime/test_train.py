@@ -393,3 +393,20 @@ def test_ctrl_c_stops_a_run_at_the_iteration_end_with_a_whole_checkpoint(tmp_pat
     payload, _ = load_checkpoint(tmp_path)
     assert payload["iteration"] == 1 and payload["env"] is not None  # with the episodes: resumes bit for bit
     assert signal.getsignal(signal.SIGINT) is handler  # Ctrl-C is itself again
+
+
+def test_episode_stats_average_the_ended_episodes_only():
+    from dexrl.runtime.collector import EpisodeStats
+
+    stats = EpisodeStats()
+    zeros = torch.zeros(3)
+    for done, ret, length, held in (([1, 0, 0], [2.0, float("nan"), 5.0], [10, 3, 4], [1, 0, 0]),
+                                    ([0, 1, 1], [0.0, 6.0, 1.0], [1, 20, 30], [0, 0, 1])):
+        stats.add({"reward_terms": {}, "success": zeros.bool(), "physics_overflow": zeros.bool(),
+                   "done": torch.tensor(done, dtype=torch.bool), "episode_return": torch.tensor(ret),
+                   "episode_length": torch.tensor(length), "episode_success": torch.tensor(held, dtype=torch.bool)},
+                  zeros)
+    out = stats.summary(ctrl_dt=0.5)
+    # Ended: (2, 10 steps, held), (6, 20, not), (1, 30, held); world 1's running NaN never counts.
+    assert out["episodes"] == 3 and out["episode/return"] == 3.0
+    assert out["episode/length_s"] == 10.0 and out["episode/success"] == pytest.approx(2 / 3)

@@ -4,6 +4,7 @@
 # command here has its own time limit and a stage's log keeps what finished before it.
 # Logs go to $OUT/<stage>.log; every benchmark's last line is JSON.
 # Usage: bash tools/device/checks.sh STAGE [ROLE ...]
+#   probes       seconds: uint16 ops, RNG CPU == CUDA, pinned rounding, host syncs per env step
 #   capacity     bench capacity on CUDA at 160x120 and 320x240 (the plan stays in /tmp for validate)
 #   validate R.. roles (sim | learner | dp) at the plan's predicted maximum and +10%, 160x120
 #   throughput   bench throughput at 160x120, 4096 worlds: single; disagg with 2 sim ranks, then
@@ -15,7 +16,7 @@
 set -uo pipefail
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-stage=${1:?stage: capacity | validate ROLE... | throughput | cudatests | env | learner | tests}
+stage=${1:?stage: probes | capacity | validate ROLE... | throughput | cudatests | env | learner | tests}
 shift
 log="$OUT/$stage${1:+-$(IFS=-; echo "$*")}.log"
 # run LIMIT_S CMD...: one command, stopped after LIMIT_S seconds (the log says so).
@@ -29,6 +30,8 @@ run() {
 }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$log"
 case "$stage" in
+  probes)
+    run 180 python3 tools/device/probes.py ;;
   capacity)
     run 400 python3 -m dexrl bench capacity --device cuda --resolution 160x120 --resolution 320x240 \
       --gpus 4 --gpu-mem-gib 48 --num-envs-probe 64 --json
