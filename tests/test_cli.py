@@ -136,7 +136,7 @@ def test_more_user_errors_are_one_line(argv, says, capsys, tmp_path, monkeypatch
 
 
 def test_a_folder_named_like_a_policy_is_not_taken_for_a_checkpoint(tmp_path, monkeypatch):
-    from dexrl.cli import _check_named_policy
+    from dexrl.cli.commands import _check_named_policy
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "scripted").mkdir()
@@ -183,7 +183,7 @@ def test_a_resume_that_would_change_the_network_is_one_line(change, says, capsys
 
 
 def test_a_resume_may_change_what_leaves_the_network_alone():
-    from dexrl.cli import _check_same_network
+    from dexrl.cli.train import _check_same_network
     from dexrl.config.train import apply_overrides, network_settings, preset
 
     cfg = preset("quickstart")
@@ -204,14 +204,16 @@ def test_print_config_prints_the_resolved_config_and_trains_nothing(capsys, tmp_
 
 
 def test_train_takes_a_resolution():
-    from dexrl.cli import _train_config, build_parser
+    from dexrl.cli import build_parser
+    from dexrl.cli.train import train_config
 
-    cfg, _, _ = _train_config(build_parser().parse_args(["train", "--resolution", "32x24"]))
+    cfg, _, _ = train_config(build_parser().parse_args(["train", "--resolution", "32x24"]))
     assert (cfg.env.camera.width, cfg.env.camera.height) == (32, 24)
 
 
 def test_seed_draws_another_episode_but_keeps_the_object_set():
-    from dexrl.cli import build_parser, env_config
+    from dexrl.cli import build_parser
+    from dexrl.cli.commands import env_config
 
     for argv in (["eval", "--seed", "5"], ["scene", "--seed", "5"]):
         a = build_parser().parse_args(argv)
