@@ -41,3 +41,47 @@ def test_episodes_are_taken_round_by_round_then_by_world():
     _step(tally, [0, 2])
     assert tally.complete and tally.ended == [2, 2, 3]
     assert [(r, w) for r, w, *_ in tally.first(4)] == [(0, 0), (0, 1), (0, 2), (1, 0)]
+
+
+class _ScheduledEnv:
+    """Two worlds whose steps follow a script: (in the region, done, held) per world."""
+
+    n, device, nonfinite_resets = 2, "cpu", 0
+    script = [  # step: in region, done, held for the last 2 s (on the step that ends)
+        ([1, 0], [0, 0], [0, 0]),  # world 0 enters the region...
+        ([0, 1], [1, 1], [0, 0]),  # ...and has left it when its episode ends; world 1 enters on its last step
+        ([0, 1], [1, 0], [0, 0]),  # world 0's second episode never entered: its flag must have been cleared
+        ([0, 0], [0, 1], [0, 1]),  # world 1's second episode entered (step 3) and held
+    ]
+
+    def __init__(self, cfg, third_person=False):
+        self.t = 0
+
+    def reset(self):
+        return {}
+
+    def step(self, action):
+        region, done, held = (torch.tensor(x, dtype=torch.bool) for x in self.script[self.t])
+        self.t += 1
+        info = {"success": region, "done": done, "episode_success": held,
+                "episode_return": torch.zeros(2), "episode_length": torch.full((2,), 3)}
+        return type("Step", (), {"obs": {}, "info": info})
+
+
+def test_eval_counts_reached_over_each_whole_episode_and_clears_it_at_the_next(monkeypatch):
+    import dexrl.evaluate
+    from dexrl.config.env import EnvConfig
+
+    class Still:
+        def act(self, obs):
+            return torch.zeros(2, 23)
+
+        def reset(self, done):
+            pass
+
+    monkeypatch.setattr(dexrl.evaluate, "GraspEnv", _ScheduledEnv)
+    monkeypatch.setattr(dexrl.evaluate, "make_policy", lambda name, env: Still())
+    result = dexrl.evaluate.evaluate(EnvConfig(num_envs=2), "scripted", episodes=4)
+    # Episodes (round, world): (0, 0) reached, (0, 1) reached on its last step, (1, 0) not,
+    # (1, 1) reached and held.
+    assert (result["reached_rate"], result["success_rate"]) == (3 / 4, 1 / 4)
