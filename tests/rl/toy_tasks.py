@@ -10,6 +10,7 @@ import torch
 
 from dexrl.config.rl import ModelConfig, PPOConfig
 from dexrl.models import ObsSpec
+from dexrl.models.depth_codec import encode_depth
 from dexrl.rl import PPO, RolloutStorage, build_actor_critic
 
 
@@ -91,15 +92,22 @@ class CueMemory:
 
 
 def collect(env, model, storage: RolloutStorage, carry: tuple) -> tuple:
-    """Fill `storage` with T steps. carry = (obs, state, reset) across iterations."""
+    """Fill `storage` with T steps. carry = (obs, state, reset) across iterations. As the
+    runtime's Collector does, the policy acts on images in the compact dtype they are stored in."""
     obs, state, reset = carry
     for t in range(storage.cfg.num_steps):
+        obs = _compact(obs, storage)
         out = model.act(obs, state, reset)
         next_obs, reward, terminated, truncated = env.step(out.action)
         storage.insert(t, obs, reset, state, out, reward, terminated, truncated)
         obs, state, reset = next_obs, out.state, terminated | truncated
     storage.set_last_values(model.value(obs, state, reset))
     return obs, state, reset
+
+
+def _compact(obs: dict[str, torch.Tensor], storage: RolloutStorage) -> dict[str, torch.Tensor]:
+    key = storage.spec.image_key
+    return obs if key is None else {**obs, key: encode_depth(obs[key], storage.cfg.image_dtype)}
 
 
 def train(env, model_cfg: ModelConfig, ppo_cfg: PPOConfig, iterations: int, seed: int = 0):
