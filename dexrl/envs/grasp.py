@@ -76,8 +76,7 @@ class GraspEnv:
         self.curl_q = torch.as_tensor(START_HAND, device=dev, dtype=torch.float32)
         self.goal = torch.tensor(GOAL, device=dev)
         self.action_dim = ik.action_dim(cfg.action_space)
-        self.synergy = ik.synergy_basis(dev)
-        self.hand_low, self.hand_high = ik.hand_limits(dev)
+        self.palm_synergy = ik.PalmSynergyMap(dev)
         n = self.n
         self.targets = self.q_start.repeat(n, 1)  # (N, 23) joint position targets
         self.prev_action = torch.zeros(n, self.action_dim, device=dev)
@@ -198,9 +197,9 @@ class GraspEnv:
         """(N, A) in [-1, 1] -> joint targets (N, 23)."""
         if self.cfg.action_space == "joint_delta":
             return (self.targets + self.cfg.joint_delta_scale * a).clamp(self.q_low, self.q_high)
-        pos, quat = ik.palm_action_to_pose(a)
+        pos, quat = self.palm_synergy.pose(a)
         arm = self.arm_ik(pos, quat)
-        hand = ik.synergy_to_hand(a[:, 6:], self.synergy, self.hand_low, self.hand_high)
+        hand = self.palm_synergy.hand(a[:, 6:])
         return torch.cat([arm, hand], -1).clamp(self.q_low, self.q_high)
 
     def arm_ik(self, palm_pos: torch.Tensor, palm_quat: torch.Tensor, max_step: float = 0.25) -> torch.Tensor:
@@ -217,7 +216,8 @@ class GraspEnv:
         while the palm is within 0.3 m of the object."""
         a = self.cfg.randomization.disturbance_accel
         p, b = self.physics, self.scene.object_body
-        if a <= 0:
+        if a <= 0:  # (a bound lowered to 0 mid-episode must not leave the last force on)
+            p.xfrc_applied[:, b, :3] = 0.0
             return
         every = max(int(round(1.0 / self.cfg.ctrl_dt)), 1)
         resample = (self.episode_step % every == 0)[:, None]

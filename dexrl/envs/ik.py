@@ -67,10 +67,10 @@ def hinge_jacobian(point: torch.Tensor, anchors: torch.Tensor, axes: torch.Tenso
 def dls_step(jac: torch.Tensor, err: torch.Tensor, damping: float = 0.05) -> torch.Tensor:
     """dq = J^T (J J^T + lambda^2 I)^-1 e, batched: (N, 6, J), (N, 6) -> (N, J)."""
     jjt = jac @ jac.transpose(1, 2)  # (N, 6, 6)
-    eye = torch.eye(jac.shape[1], device=jac.device, dtype=jac.dtype)
+    jjt.diagonal(dim1=1, dim2=2).add_(damping**2)  # + lambda^2 I, in place
     # solve_ex: the damped matrix is positive definite, so skip solve's singularity check,
     # which would wait for the GPU on every step.
-    x = torch.linalg.solve_ex(jjt + damping**2 * eye, err.unsqueeze(-1))[0]  # (N, 6, 1)
+    x = torch.linalg.solve_ex(jjt, err.unsqueeze(-1))[0]  # (N, 6, 1)
     return (jac.transpose(1, 2) @ x).squeeze(-1)
 
 
@@ -100,21 +100,29 @@ def synergy_basis(device) -> torch.Tensor:
     return b.to(device)
 
 
-def synergy_to_hand(s: torch.Tensor, basis: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
-    """Synergy activations in [-1, 1] (N, 5) -> hand joint targets (N, 16): the open hand
-    (flexion at 10 % of each joint's range, no roll) moved along the basis by up to 90 % of
-    each range, then clamped to the limits."""
-    span = high - low  # (16,)
-    open_hand = low + 0.1 * span
-    open_hand[[0, 4, 8, 13]] = 0.0  # no finger or thumb roll
-    q = open_hand + (0.5 * (s + 1.0)) @ basis.T * span * 0.9  # (N, 16)
-    return torch.minimum(torch.maximum(q, low), high)
+class PalmSynergyMap:
+    """The palm_synergy action's map to a palm pose and hand joint targets, its constants
+    made once on the env's device (none is copied from the host on a step)."""
 
+    def __init__(self, device: torch.device | str):
+        self.basis = synergy_basis(device)  # (16, 5)
+        self.low, self.high = hand_limits(device)  # (16,) each
+        span = self.high - self.low
+        self.open_hand = self.low + 0.1 * span  # (16,) flexion at 10 % of each range...
+        self.open_hand[[0, 4, 8, 13]] = 0.0  # ...and no finger or thumb roll
+        self.pos_low = torch.tensor(PALM_POS_LOW, device=device)  # (3,) metres
+        self.pos_span = torch.tensor(PALM_POS_HIGH, device=device) - self.pos_low  # (3,)
+        self.euler_center = torch.tensor(PALM_EULER_CENTER, device=device)  # (3,) rad, ZYX
 
-def palm_action_to_pose(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """palm_synergy action's first 6 entries in [-1, 1] -> palm position (N, 3) and
-    orientation (N, 4) wxyz."""
-    lo, hi = a.new_tensor(PALM_POS_LOW), a.new_tensor(PALM_POS_HIGH)
-    pos = lo + 0.5 * (a[:, :3].clamp(-1, 1) + 1.0) * (hi - lo)
-    euler = a.new_tensor(PALM_EULER_CENTER) + PALM_EULER_HALF_RANGE * a[:, 3:6].clamp(-1, 1)
-    return pos, quat_from_euler_zyx(euler[:, 0], euler[:, 1], euler[:, 2])
+    def hand(self, s: torch.Tensor) -> torch.Tensor:
+        """Synergy activations in [-1, 1] (N, 5) -> hand joint targets (N, 16): the open hand
+        moved along the basis by up to 90 % of each joint's range, then clamped to the limits."""
+        q = self.open_hand + (0.5 * (s + 1.0)) @ self.basis.T * (self.high - self.low) * 0.9  # (N, 16)
+        return torch.minimum(torch.maximum(q, self.low), self.high)
+
+    def pose(self, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The action's first 6 entries in [-1, 1] -> palm position (N, 3) and orientation
+        (N, 4) wxyz."""
+        pos = self.pos_low + 0.5 * (a[:, :3].clamp(-1, 1) + 1.0) * self.pos_span  # (N, 3)
+        euler = self.euler_center + PALM_EULER_HALF_RANGE * a[:, 3:6].clamp(-1, 1)  # (N, 3)
+        return pos, quat_from_euler_zyx(euler[:, 0], euler[:, 1], euler[:, 2])

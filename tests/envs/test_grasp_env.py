@@ -288,3 +288,62 @@ def test_dropped_contacts_are_flagged_per_world_and_step():
     assert env.physics.take_overflow().tolist() == [False, False]
     with pytest.raises(ValueError, match="naccdmax_per_world"):
         EnvConfig(naccdmax_per_world=49)
+
+
+def test_episode_success_needs_the_object_held_in_the_region_for_2_s(fresh):
+    """At 60 Hz, 2 s is 120 steps: world 0 holds the object at the goal from its first step,
+    world 1 leaves the region once, at step 60, and starts counting again."""
+    env = fresh
+    q, v = env.scene.object_qpos_adr, env.scene.object_dof_adr
+    held = []
+    for step in range(1, 181):
+        pos = env.goal.expand(N, 3).clone()  # (N, 3)
+        pos[2:] = torch.tensor([-0.55, 0.10, 0.5])  # worlds 2, 3: never in the region
+        if step == 60:
+            pos[1, 2] += 0.2  # 0.2 m above the goal: outside the 0.10 m region
+        env.physics.qpos[:, q:q + 3] = pos
+        env.physics.qvel[:, v:v + 6] = 0.0
+        env.physics.kinematics()
+        out = env.step(_zeros())
+        held.append(out.info["episode_success"].tolist())
+    assert held[118][0] is False and held[119][0] is True and held[179][0] is True  # steps 119, 120, 180
+    assert held[178][1] is False and held[179][1] is True  # counted again from step 61: 120 steps at step 180
+    assert not any(h[2] or h[3] for h in held)
+
+
+def _world(state: dict, w: int) -> dict:
+    """World w's rows of a GraspEnv.state_dict (nested dicts flattened, counters left out)."""
+    out = {}
+    for group, value in state.items():
+        items = value.items() if isinstance(value, dict) else [("", value)]
+        out.update({f"{group}/{k}": v[w] for k, v in items if v.ndim > 0})
+    return out
+
+
+def test_a_reset_world_carries_nothing_of_its_last_episode(fresh):
+    """World 1 reset after 40 steps of random actions (contacts, warm starts, a disturbance,
+    noise, a success count) is bit for bit the world 1 reset straight from the start, and steps
+    the same: its draws depend on its episode counter only."""
+    env = fresh
+    env.cfg.randomization = dataclasses.replace(WIDE, disturbance_accel=20.0, joint_pos_noise=0.02)
+    env.reset()
+    start = env.state_dict()
+    gen = torch.Generator().manual_seed(2)
+    actions = [torch.rand(N, A, generator=gen) * 2 - 1 for _ in range(50)]
+    for a in actions[:40]:
+        env.step(a)
+    assert env.episode_count[1] == start["env"]["episode_count"][1]  # no episode of world 1 ended
+    env.success_steps[1] = 50  # as if it had held its object for a while (random actions do not)
+    runs = []
+    for _ in range(2):
+        obs = env.reset(env_ids=[1])
+        after_reset = _world(env.state_dict(), 1)
+        steps = [env.step(a).obs for a in actions[40:]]
+        runs.append((after_reset, {k: v[1] for k, v in obs.items()}, [{k: v[1] for k, v in o.items()} for o in steps]))
+        env.load_state_dict(start)  # the second run: no history
+    (state_a, obs_a, steps_a), (state_b, obs_b, steps_b) = runs
+    for k in state_a:
+        assert torch.equal(state_a[k], state_b[k]), k
+    for a, b in zip([obs_a, *steps_a], [obs_b, *steps_b]):
+        for k in a:
+            assert torch.equal(a[k], b[k]), k

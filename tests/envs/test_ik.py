@@ -146,8 +146,7 @@ FO, FH, FC = -0.0785, 0.82465, 1.7278  # finger flexion: open, half, closed
 OPEN = [0, FO, FO, FO] * 3 + [0.40836, 0, FO, -0.0750]
 
 
-def test_synergy_to_hand_at_hand_computed_points():
-    low, high = ik.hand_limits("cpu")
+def test_synergy_hand_at_hand_computed_points():
     s = -torch.ones(7, 5)  # -1: synergy off
     s[1, 0] = 1.0  # close, fully
     s[2, 1] = 1.0  # oppose, fully
@@ -164,16 +163,16 @@ def test_synergy_to_hand_at_hand_computed_points():
         [0, FO, FH, FH, 0, FO, FO, FO, 0, FO, FO, FO, 0.40836, 0, FH, 0.8439],
         [0, FO, FH, FH] * 3 + [0.40836, 0, FO, -0.0750],
     ])
-    got = ik.synergy_to_hand(s, ik.synergy_basis("cpu"), low, high)
+    got = ik.PalmSynergyMap("cpu").hand(s)
     torch.testing.assert_close(got, want, atol=2e-5, rtol=0)
 
 
-def test_palm_action_to_pose_at_hand_computed_points():
+def test_palm_pose_at_hand_computed_points():
     a = torch.zeros(4, 6)
     a[1, :3] = -1.0  # the workspace's low corner
     a[2, :3] = 5.0  # out of range: clamped to the high corner
     a[3, 3] = 1.0  # yaw -135 + 45 = -90 deg
-    pos, quat = ik.palm_action_to_pose(a)
+    pos, quat = ik.PalmSynergyMap("cpu").pose(a)
     torch.testing.assert_close(pos, torch.tensor([[-0.6, 0.0, 0.5], [-1.2, -0.7, 0.0], [0.0, 0.7, 1.0],
                                                   [-0.6, 0.0, 0.5]]))
     # Centre (yaw, pitch, roll) = (-135, 0, 180) deg: cos/sin of half angles
@@ -193,7 +192,7 @@ def test_palm_action_euler_order():
     """Entries 3, 4, 5 add +-45 deg to yaw, pitch and roll respectively (MuJoCo's "zyx")."""
     gen = torch.Generator().manual_seed(5)
     a = torch.rand(6, 6, generator=gen) * 2 - 1
-    _, quat = ik.palm_action_to_pose(a)
+    _, quat = ik.PalmSynergyMap("cpu").pose(a)
     for row, q in zip(a, quat):
         euler = np.radians([-135.0, 0.0, 180.0]) + math.radians(45.0) * row[3:].double().numpy()
         want = np.zeros(4)

@@ -67,6 +67,10 @@ def test_disturbance_pushes_the_object_near_the_hand(env):
     mass = env.physics.fields["body_mass"][:, env.scene.object_body]
     # |F| = mass * U(0, 10) m/s^2
     assert (force.norm(dim=-1) <= mass * 10.0 + 1e-4).all() and (force.norm(dim=-1) > 0).all()
+    # A bound lowered to 0 mid-episode (e.g. eval setting ranges) removes the force at once.
+    env.set_randomization(RandomizationConfig(), RewardConfig())
+    env.step(torch.zeros(N, env.action_dim))
+    assert not env.physics.xfrc_applied.any()
 
 
 def test_reward_weights_follow_the_schedule(env):
