@@ -22,7 +22,7 @@ from dexrl.config.rl import PPOConfig
 from dexrl.models.actor_critic import ActorCritic
 from dexrl.models.distributions import gaussian_kl
 from dexrl.rl.gae import compute_gae
-from dexrl.rl.normalizer import ReduceFn
+from dexrl.rl.normalizer import ReduceFn, batch_moments
 from dexrl.rl.storage import Minibatch, RolloutStorage
 
 
@@ -33,6 +33,17 @@ def surrogate_loss(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantage
     loss = torch.max(-advantages * ratio, -advantages * ratio.clamp(1.0 - clip, 1.0 + clip)).mean()
     clip_fraction = ((ratio - 1.0).abs() > clip).float().mean()
     return loss, clip_fraction
+
+
+def normalize_advantages(adv: torch.Tensor, reduce_fn: ReduceFn | None = None) -> torch.Tensor:
+    """Zero mean, unit (unbiased) std over the rollout; with reduce_fn over every rank's
+    rollout, so that data-parallel ranks scale their advantages as one process holding all the
+    worlds would (each rank's own statistics would weigh the same sample differently)."""
+    count, mean, m2 = batch_moments(adv, ())
+    if reduce_fn is not None:
+        count, mean, m2 = reduce_fn(count, mean, m2)
+    std = (m2 / (count - 1.0).clamp_min(1.0)).sqrt()
+    return ((adv - mean) / (std + 1e-8)).to(adv.dtype)
 
 
 def value_loss(value: torch.Tensor, old_value: torch.Tensor, returns: torch.Tensor, clip: float) -> torch.Tensor:
@@ -153,7 +164,7 @@ class PPO:
         storage.returns.copy_(ret)
         self.model.value_normalizer.update(ret, self.hooks.moments)
         if cfg.normalize_advantage:
-            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+            adv = normalize_advantages(adv, self.hooks.moments)
         storage.advantages.copy_(adv)
 
     def _step(self, storage: RolloutStorage, env_ids: torch.Tensor) -> dict[str, torch.Tensor]:

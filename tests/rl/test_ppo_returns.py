@@ -79,3 +79,22 @@ def test_compute_returns_normalizes_advantages_only():
     torch.testing.assert_close(storage.returns, torch.tensor(RETURNS), rtol=0, atol=1e-6)
     assert model.value_normalizer.count.item() == 4.0
     assert model.value_normalizer.mean.item() == pytest.approx(3.625, abs=1e-9)
+
+
+def test_advantages_are_normalized_over_every_ranks_rollout():
+    """Two data-parallel ranks holding [1.5, 2] and [4, -2] scale them as one process holding
+    all four would (the numbers of the test above); by their own statistics rank 0 would get
+    [-0.707, 0.707]."""
+    from dexrl.rl.normalizer import batch_moments, merge_moments
+    from dexrl.rl.ppo import normalize_advantages
+
+    ranks = [torch.tensor([[1.5], [2.0]]), torch.tensor([[4.0], [-2.0]])]  # (T, N) each
+
+    def all_ranks(count, mean, m2):  # what data_parallel's all-gather and merge return on rank 0
+        return merge_moments((count, mean, m2), batch_moments(ranks[1], ()))
+
+    std = math.sqrt(18.6875 / 3)
+    torch.testing.assert_close(normalize_advantages(ranks[0], all_ranks), torch.tensor([[0.125], [0.625]]) / std,
+                               rtol=0, atol=1e-6)
+    torch.testing.assert_close(normalize_advantages(ranks[0]), torch.tensor([[-0.25], [0.25]]) / math.sqrt(0.125),
+                               rtol=0, atol=1e-6)

@@ -64,7 +64,7 @@ def test_update_metrics_hooks_and_first_step_kl():
                 "ppo/clip_fraction", "ppo/grad_norm", "ppo/lr", "time/update_s"):
         assert key in metrics and math.isfinite(metrics[key])  # present, not NaN or inf
     assert calls["grads"] == 4  # 2 epochs x 2 minibatches
-    assert calls["moments"] == 1 + 2  # returns once; obs 'proprio' and 'critic' after the update
+    assert calls["moments"] == 2 + 2  # returns and advantages once; obs 'proprio' and 'critic' after the update
     assert calls["mean"][0] == pytest.approx(0.0, abs=1e-6)  # first step: new policy == old policy
     assert not torch.equal(before["log_std"], model.state_dict()["log_std"])
     # obs statistics refreshed from the raw rollout (proprio ~ N(5, 10^2))
