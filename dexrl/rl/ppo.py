@@ -244,11 +244,15 @@ class PPO:
         vectors = {k: v for k, v in storage.obs.items() if k != storage.spec.image_key}
         self.model.obs_normalizer.update(vectors, self.hooks.moments)
         self.iteration += 1
-        metrics = {key: float(total) / steps for key, total in sums.items()}  # one host sync per key
+        means = {key: total / steps for key, total in sums.items()}
+        means["ppo/returns_mean"] = storage.returns.mean()
+        if self.hooks.mean is not None:  # data parallel: every rank's minibatches, in one all-reduce
+            keys = list(means)
+            means = dict(zip(keys, self.hooks.mean(torch.stack([means[k] for k in keys])).unbind()))
+        metrics = {key: float(value) for key, value in means.items()}  # one host sync per key
         metrics.update({
             "ppo/lr": self.lr,
             "ppo/action_std": float(self.model.log_std.detach().exp().mean()),
-            "ppo/returns_mean": float(storage.returns.mean()),
             "time/update_s": time.perf_counter() - start,
         })
         return metrics

@@ -18,13 +18,35 @@ class CheckpointError(ValueError):
 
 
 def save_checkpoint(path: Path, payload: dict) -> Path:
-    """Write ``payload`` to ``path`` atomically: a crash mid-write leaves the old file."""
+    """Write ``payload`` to ``path`` atomically and durably: a write that fails half way (a full
+    disk, a crash) leaves the old file, and the new one is on disk before its name points at it,
+    so a host crash cannot leave an empty file under a checkpoint's name for --resume to pick."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({"format": FORMAT, **payload}, tmp)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save({"format": FORMAT, **payload}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
     return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (POSIX; elsewhere a folder cannot be opened so)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def load_weights(model: torch.nn.Module, weights: dict) -> None:

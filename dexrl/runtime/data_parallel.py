@@ -23,11 +23,23 @@ def _moments(count: torch.Tensor, mean: torch.Tensor, m2: torch.Tensor):
 
 
 def _mean_stats(stats: dict) -> dict:
-    """Per-rank iteration statistics, each averaged over the ranks that have it (a rank where no
-    episode ended has no episode/*), episode counts summed; one small gather per iteration."""
-    every = comm.all_gather_object({k: float(v) for k, v in stats.items() if isinstance(v, (int, float))})
-    keys = sorted(set().union(*every))
-    out = {k: sum(r[k] for r in every if k in r) / sum(k in r for r in every) for k in keys}
+    """Every rank's iteration statistics merged (merge_rank_stats); one small gather an iteration."""
+    return merge_rank_stats(comm.all_gather_object({k: float(v) for k, v in stats.items()
+                                                    if isinstance(v, (int, float))}))
+
+
+def merge_rank_stats(every: list[dict]) -> dict:
+    """The ranks' statistics as one process over all their worlds would report them: episode/*
+    (means over the episodes that ended) weighted by each rank's ended episodes, a rank without
+    any having none; per-step means (reward terms, success_rate) averaged over the ranks, which
+    step equally many worlds; episode counts summed."""
+    out = {}
+    for key in sorted(set().union(*every)):
+        rows = [r for r in every if key in r]
+        if key.startswith("episode/"):
+            out[key] = sum(r[key] * r["episodes"] for r in rows) / sum(r["episodes"] for r in rows)
+        else:
+            out[key] = sum(r[key] for r in rows) / len(rows)
     out["episodes"] = int(sum(r.get("episodes", 0) for r in every))
     return out
 

@@ -49,7 +49,9 @@ def sim_env_config(cfg: TrainConfig, sim_index: int, device: str, group: int = 0
 class SimRank:
     def __init__(self, cfg: TrainConfig, sim_index: int, learner: int, device: str):
         self.cfg, self.learner = cfg, learner
-        self.timeout_s = comm.STARTUP_TIMEOUT_S  # until the learner's first command, then cfg.learner_timeout_s
+        # Until the learner's first step, then cfg.learner_timeout_s: before it the learner may
+        # still be building its trainer and loading a checkpoint after sending ranges or state.
+        self.timeout_s = comm.STARTUP_TIMEOUT_S
         self.envs = [GraspEnv(sim_env_config(cfg, sim_index, device, g)) for g in range(num_groups(cfg))]
         self.n, self.action_dim = self.envs[0].n, self.envs[0].action_dim  # per world group
         keys = wire_keys(cfg)
@@ -92,9 +94,9 @@ class SimRank:
         command = torch.zeros(2 + self.n * self.action_dim, device=self.wire)  # (command, world group, actions)
         while True:
             self._recv([command])
-            self.timeout_s = self.cfg.learner_timeout_s
             cmd, group = int(command[0]), int(command[1])
             if cmd == CMD_STEP:
+                self.timeout_s = self.cfg.learner_timeout_s
                 env = envs[group]
                 start = time.perf_counter()
                 res = env.step(command[2:].view(self.n, self.action_dim).to(env.device))  # (the env clamps a copy)

@@ -55,7 +55,7 @@ def test_update_metrics_hooks_and_first_step_kl():
         return count, mean, m2
 
     hooks = DistributedHooks(grads=lambda ps: calls.__setitem__("grads", calls["grads"] + 1),
-                             mean=lambda x: calls["mean"].append(x.item()) or x, moments=moments)
+                             mean=lambda x: calls["mean"].append(x.clone()) or x * 0 + 7.0, moments=moments)
     ppo = PPO(model, cfg, "cpu", hooks=hooks)
     before = copy.deepcopy(model.state_dict())
     collect(env, model, storage, carry)
@@ -65,7 +65,11 @@ def test_update_metrics_hooks_and_first_step_kl():
         assert key in metrics and math.isfinite(metrics[key])  # present, not NaN or inf
     assert calls["grads"] == 4  # 2 epochs x 2 minibatches
     assert calls["moments"] == 2 + 2  # returns and advantages once; obs 'proprio' and 'critic' after the update
-    assert calls["mean"][0] == pytest.approx(0.0, abs=1e-6)  # first step: new policy == old policy
+    assert calls["mean"][0].item() == pytest.approx(0.0, abs=1e-6)  # first step: new policy == old policy
+    # 4 steps' KL, then the logged means in one call: those of this rank's minibatches, which
+    # the run logs as the hook returns them (here 7).
+    assert len(calls["mean"]) == 4 + 1 and calls["mean"][-1].shape == (len(calls["mean"][-1]),)
+    assert metrics["loss/policy"] == metrics["ppo/returns_mean"] == metrics["ppo/clip_fraction"] == 7.0
     assert not torch.equal(before["log_std"], model.state_dict()["log_std"])
     # obs statistics refreshed from the raw rollout (proprio ~ N(5, 10^2))
     assert 0.0 < model.obs_normalizer.norms["proprio"].mean.mean().item() < 10.0
@@ -184,7 +188,7 @@ def _one_step(cfg, kl=None, seed=0):
     collect(env, model, storage, carry)
     grads = []
     hooks = DistributedHooks(grads=lambda ps: grads.append([p.grad.clone() for p in ps]),
-                             mean=None if kl is None else (lambda x: torch.tensor(kl)))
+                             mean=None if kl is None else (lambda x: torch.full_like(x, kl)))
     ppo = PPO(model, cfg, "cpu", hooks=hooks)
     before = [p.detach().clone() for p in ppo.params]
     metrics = ppo.update(storage)

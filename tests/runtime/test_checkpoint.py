@@ -13,6 +13,23 @@ def test_save_is_atomic_and_loads_back(tmp_path):
     assert found == path and torch.equal(payload["x"], torch.arange(3))
 
 
+def test_a_write_that_fails_half_way_leaves_the_old_checkpoint(tmp_path, monkeypatch):
+    import dexrl.runtime.checkpoint as checkpoint
+
+    path = save_checkpoint(tmp_path / "checkpoints" / "iter_000001.pt", {"config": {}, "x": torch.arange(3)})
+
+    def disk_full(obj, f):
+        f.write(b"half a checkpoint")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(checkpoint.torch, "save", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        save_checkpoint(path, {"config": {}, "x": torch.arange(5)})
+    monkeypatch.undo()
+    assert torch.equal(load_checkpoint(path)[0]["x"], torch.arange(3))
+    assert [p.name for p in path.parent.iterdir()] == ["iter_000001.pt"]  # the half-written file removed
+
+
 def test_latest_is_the_newest_main_checkpoint_not_a_rank_shard(tmp_path):
     for name in ("iter_000009.pt", "iter_000010.pt", "iter_000010.rank1.pt", "iter_000011.rank1.pt"):
         save_checkpoint(tmp_path / "checkpoints" / name, {})

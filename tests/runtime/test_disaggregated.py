@@ -26,3 +26,32 @@ def test_each_groups_results_are_received_before_the_next_groups_command_is_sent
     for sim in (0, 1):
         mine = [(kind, header) for peer, kind, header in posted if peer == sim]
         assert mine == [("send", (CMD_STEP, 0)), ("recv", None), ("send", (CMD_STEP, 1)), ("recv", None)], mine
+
+
+def test_a_sim_waits_with_the_start_up_allowance_until_the_learners_first_step(monkeypatch):
+    """Before its first step the learner may still be building its trainer and loading a
+    checkpoint after it sent the ADR ranges: learner_timeout_s applies from that step on."""
+    from dataclasses import replace
+
+    from tests.conftest import tiny_config
+    from dexrl.runtime.disaggregated import CMD_RANGES, CMD_STOP, SimRank
+
+    monkeypatch.setattr(comm, "wire_device", lambda: torch.device("cpu"))
+    cfg = replace(tiny_config(1), runtime="disagg", sim_ranks=1, learner_timeout_s=5.0)
+    sim = SimRank(cfg, 0, 1, "cpu")
+    script = iter([CMD_RANGES, CMD_STEP, CMD_STOP])
+    waits = []  # (what, timeout) of each wait for the learner
+
+    def irecv(buffers, src):
+        buffers[0].zero_()[0] = next(script)
+        return "recv"
+
+    monkeypatch.setattr(comm, "send_object", lambda obj, dst, timeout_s, role: None)
+    monkeypatch.setattr(comm, "recv_object", lambda src, timeout_s, role: (sim.envs[0].cfg.randomization,
+                                                                          sim.envs[0].cfg.reward))
+    monkeypatch.setattr(comm, "isend", lambda tensors, dst: "send")
+    monkeypatch.setattr(comm, "irecv", irecv)
+    monkeypatch.setattr(comm, "wait", lambda work, timeout_s, peer, role: waits.append((work, timeout_s)))
+    sim.run()
+    commands = [t for work, t in waits if work == "recv"]  # before ranges, before the step, before stop
+    assert commands == [comm.STARTUP_TIMEOUT_S, comm.STARTUP_TIMEOUT_S, 5.0], commands

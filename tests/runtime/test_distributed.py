@@ -67,6 +67,18 @@ def test_data_parallel_statistics_merge_when_ranks_report_different_keys(tmp_pat
     assert [json.loads(Path(f"{out}.{r}").read_text()) for r in (0, 1)] == [want, want]
 
 
+def test_data_parallel_episode_statistics_are_weighted_by_episodes():
+    from dexrl.runtime.data_parallel import merge_rank_stats
+
+    # Rank 0: 100 episodes, all successes, return 10; rank 1: 1 failed episode, return -50.
+    every = [{"success_rate": 0.5, "episodes": 100, "episode/success": 1.0, "episode/return": 10.0},
+             {"success_rate": 0.1, "episodes": 1, "episode/success": 0.0, "episode/return": -50.0}]
+    out = merge_rank_stats(every)
+    # success 100 / 101 = 0.990; return (100 x 10 - 50) / 101 = 9.406; per-step means averaged.
+    assert out["episode/success"] == pytest.approx(100 / 101) and out["episode/return"] == pytest.approx(950 / 101)
+    assert out["success_rate"] == pytest.approx(0.3) and out["episodes"] == 101
+
+
 def test_odd_shapes_and_dtypes_transfer_exactly(tmp_path):
     out = tmp_path / "ok.txt"
     mp.spawn(_transfer_worker, args=(comm.free_loopback_port(), str(out)), nprocs=2)
@@ -300,17 +312,20 @@ DP = ("--runtime", "dp", "--ranks", "2")
 def _start_and_stop_rank_1(run: Path, sig: int, timeout_s: int, runtime: tuple = DISAGG,
                            extra: tuple = ()) -> tuple[int, str, float, float]:
     """Train with two sims and a learner (or two data-parallel ranks) in a subprocess, send
-    ``sig`` to rank 1 after the first checkpoint, return (exit code, stderr, seconds from the
-    signal until the learner, or rank 0, is gone, seconds until the command has exited)."""
+    ``sig`` to rank 1 after the first iteration is logged, return (exit code, stderr, seconds
+    from the signal until the learner, or rank 0, is gone, seconds until the command has
+    exited). No periodic checkpoint is due: any checkpoint afterwards is the failure's."""
     cmd = [sys.executable, "-m", "dexrl", "train", "--preset", "quickstart", *TINY, *runtime,
            "--max-iterations", "100000", "--fault-timeout", str(timeout_s),
-           "--set", "checkpoint_every=1", "--run-dir", str(run), *extra]
+           "--set", "checkpoint_every=100000", "--run-dir", str(run), *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = run / "metrics.jsonl"
     try:
         deadline = time.time() + 120
-        while time.time() < deadline and not list(run.glob("checkpoints/iter_*.pt")):
+        while time.time() < deadline and not (metrics.exists() and metrics.read_text().endswith("\n")):
             assert proc.poll() is None, proc.communicate()
             time.sleep(0.5)
+        assert not list(run.glob("checkpoints/*.pt"))
         victim = json.loads((run / "ranks" / "1.json").read_text())
         assert victim["role"] == ("sim" if runtime == DISAGG else "dp")
         signalled = time.time()
