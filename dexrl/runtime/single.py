@@ -172,8 +172,10 @@ class Trainer:
             torch.set_rng_state(payload["torch_rng"])
             if payload.get("cuda_rng") is not None and self.device.type == "cuda":
                 torch.cuda.set_rng_state(payload["cuda_rng"], self.device)
-        else:  # another rank's or layout's checkpoint (without_episodes): noise of this rank's own
+        else:  # another rank's or layout's checkpoint (without_episodes): noise and minibatch
+            # order of this rank's own (rank 0's would shuffle every rank's minibatches alike)
             torch.manual_seed(hash((self.cfg.seed, self.rank, self.iteration)) & 0xFFFF_FFFF)
+            self.ppo.generator.manual_seed(hash((self.cfg.seed, self.rank, self.iteration, 1)) & 0xFFFF_FFFF)
         self._full_checkpoint = self.iteration if payload.get("env") is not None else None
         if "adr" in payload and self.cfg.adr == "on":  # 'max' (e.g. resumed so) stays terminal
             self.adr_state = adr.ADRState(**payload["adr"])

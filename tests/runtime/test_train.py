@@ -362,6 +362,18 @@ def test_resuming_under_another_world_split_keeps_the_weights_and_drops_the_epis
                        "4 worlds on 2 data-parallel ranks: episodes start afresh")
 
 
+def test_a_rank_loading_another_ranks_checkpoint_draws_its_own_noise_and_minibatch_order(tiny):
+    from dexrl.runtime.checkpoint import without_episodes
+
+    payload = without_episodes(Trainer.build(tiny(1)).state_dict())  # rank 0's, less its RNG states
+    rank1 = Trainer.build(dataclasses.replace(tiny(1), runtime="dp", ranks=2), rank=1, is_logger=False)
+    rank1.load_state_dict(payload)
+    again = Trainer.build(dataclasses.replace(tiny(1), runtime="dp", ranks=2), rank=1, is_logger=False)
+    again.load_state_dict(payload)
+    assert not torch.equal(rank1.ppo.generator.get_state(), payload["ppo"]["generator"])
+    assert torch.equal(rank1.ppo.generator.get_state(), again.ppo.generator.get_state())  # reproducible
+
+
 def test_an_adr_step_widens_the_environments_ranges(tiny):
     trainer = Trainer.build(dataclasses.replace(tiny(1), adr="on"))
     start = trainer.env.cfg
