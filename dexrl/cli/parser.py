@@ -36,11 +36,15 @@ def _positive_float(text: str) -> float:
 _positive_int.__name__, _positive_float.__name__, _at_least_two.__name__ = "positive integer", "positive number", "integer"
 
 
-def env_args(p: argparse.ArgumentParser, num_envs: int, resolution: str) -> None:
+def env_args(p: argparse.ArgumentParser, num_envs: int, resolution: str, simulates: bool = True) -> None:
+    """The environment's options; ``simulates``: the command steps worlds on a device."""
     g = p.add_argument_group("environment")
     g.add_argument("--num-envs", type=int, default=num_envs, help="worlds simulated in parallel (default %(default)s)")
     g.add_argument("--resolution", default=resolution, help="camera WIDTHxHEIGHT: 80x60 (CPU), 160x120, 320x240 (default %(default)s)")
-    g.add_argument("--device", default="cpu", help="cpu or cuda[:index] (default %(default)s)")
+    if simulates:
+        g.add_argument("--device", default="cpu", help="cpu or cuda[:index] (default %(default)s)")
+    else:
+        p.set_defaults(device="cpu")
     g.add_argument("--seed", type=int, default=0,
                    help="seeds the worlds' random draws; the object set is the same for every seed (default %(default)s)")
     g.add_argument("--action-space", choices=("joint_delta", "palm_synergy"), default="joint_delta",
@@ -197,6 +201,6 @@ def _add_report(sub) -> None:
 
 def _add_scene(sub) -> None:
     p = sub.add_parser("scene", allow_abbrev=False, help="write the compiled scene as MJCF that plain MuJoCo loads")
-    env_args(p, 1, "160x120")
+    env_args(p, 1, "160x120", simulates=False)
     p.add_argument("--out", default="scene.xml", help="MJCF file to write (default %(default)s)")
     p.set_defaults(fn=cmd_scene)
