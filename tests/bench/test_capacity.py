@@ -37,8 +37,22 @@ def test_max_worlds_rounds_down_to_the_multiple():
 def test_fits_are_exact():
     # y = 5 + 3x + 2x^2 through x = 2, 6, 10: 19, 95, 235
     assert cap.fit_quadratic({2: 19, 6: 95, 10: 235}) == (5.0, 3.0, 2.0)
+    assert cap.fit_growth({2: 19, 6: 95, 10: 235}) == (5.0, 3.0, 2.0)
     # y = 7 + 4x through x = 1, 5
     assert cap.fit_linear({1: 11, 5: 27}) == (7.0, 4.0)
+
+
+def test_a_curvature_of_noise_is_no_curvature():
+    # 200 + 100x at x = 2, 6, 10 with the middle sample 1 B high: c = ((1001 - 602) / 4 - (602 -
+    # 201) / 4) / 8 = -0.0625, which at 2^30 worlds would be memory below zero. The line through
+    # the ends stands instead: 201 + 100 (x - 2) -> (1, 100).
+    samples = {2: 201, 6: 602, 10: 1001}
+    assert cap.fit_quadratic(samples)[2] == -0.0625
+    assert cap.fit_growth(samples) == (1.0, 100.0, 0.0)
+    a, b, c = cap.fit_growth(samples)
+    r = cap.plan(Parts(physics_fixed=a, physics_per_world=b, physics_per_world_sq=c),
+                 Budget(gpus=4, gpu_mem_bytes=1e6, sim_overhead_bytes=0, context_bytes=0, multiple=1))
+    assert r["sim_max_per_gpu"] == 9_999  # (1e6 - 1) / 100
 
 
 def test_plan_learner_bound_by_hand():
@@ -46,17 +60,18 @@ def test_plan_learner_bound_by_hand():
               update_per_minibatch_env=4, learner_fixed=100)
     b = Budget(gpus=4, gpu_mem_bytes=1000, sim_overhead_bytes=100, context_bytes=0, multiple=1)
     r = cap.plan(p, b)
-    # dp rank: 100 sim overhead + 100 learner + n (1 physics + 3 storage) + 4 * n / 4 update = 200 + 5n <= 1000 -> 160
-    assert (r["dp_per_gpu"], r["dp_total"]) == (160, 640)
+    # dp rank: 100 sim overhead + 100 learner + n (1 physics + 3 storage + 1 observations held)
+    # + 4 * n / 4 update = 200 + 6n <= 1000 -> 133
+    assert (r["dp_per_gpu"], r["dp_total"]) == (133, 532)
     # sim rank: 100 + n (1 physics + 1 transit) <= 1000 -> 450
     assert r["sim_max_per_gpu"] == 450
     # learner: 100 + n (3 storage + 1 transit) + n update = 100 + 5n <= 1000 -> 180 (a multiple of 3 sims)
     assert r["learner_max_total"] == 180
-    # 60 per sim GPU, 180 in total: 180 / 640
+    # 60 per sim GPU, 180 in total: 180 / 532
     assert (r["disagg_per_gpu"], r["disagg_total"], r["disagg_bound"]) == (60, 180, "learner")
-    assert r["ratio"] == pytest.approx(180 / 640)
-    # ceiling: 3 sim GPUs x 450, as if the learner held every rollout: 1350 / 640
-    assert r["ratio_ceiling"] == pytest.approx(1350 / 640)
+    assert r["ratio"] == pytest.approx(180 / 532)
+    # ceiling: 3 sim GPUs x 450, as if the learner held every rollout: 1350 / 532
+    assert r["ratio_ceiling"] == pytest.approx(1350 / 532)
     # inference 2 B/env beats the update's 1 B/env: learner 100 + 4n + 2n <= 1000 -> 150
     r = cap.plan(Parts(**{**vars(p), "inference_per_env": 2}), b)
     assert (r["learner_max_total"], r["disagg_total"]) == (150, 150)
@@ -68,10 +83,15 @@ def test_overlap_update_doubles_the_rollout_and_copies_the_params_by_hand():
     b = Budget(gpus=4, gpu_mem_bytes=1000, sim_overhead_bytes=100, context_bytes=0, multiple=1, overlap_update=True)
     assert (b.rollouts, cap.storage_device_bytes(p, b), cap.learner_fixed_bytes(p, b)) == (2, 6, 120)
     r = cap.plan(p, b)
-    # dp rank: 100 + 120 + n (1 physics + 6 storage) + n update = 220 + 8n <= 1000 -> 97
-    assert r["dp_per_gpu"] == 97
+    # dp rank: 100 + 120 + n (1 physics + 6 storage + 1 observations) + n update = 220 + 9n <= 1000 -> 86
+    assert r["dp_per_gpu"] == 86
     # learner: 120 + n (6 storage + 1 transit) + n update = 120 + 8n <= 1000 -> 110 -> 108 (3 sims)
     assert (r["learner_max_total"], r["disagg_total"]) == (108, 108)
+    # Inference (2 B/env) runs on the collector thread beside the update: both count, not the
+    # larger: learner 120 + 8n + 2n <= 1000 -> 88 -> 87 (3 sims); without overlap max(n, 2n).
+    q = Parts(**{**vars(p), "inference_per_env": 2})
+    assert cap.learner_transient_bytes(q, b, 40) == 40 + 80
+    assert cap.plan(q, b)["learner_max_total"] == 87
     host = Budget(**{**vars(b), "image_storage": "host", "host_mem_bytes": 600})
     assert cap.storage_host_bytes(Parts(storage_per_env=3, storage_image_per_env=2), host) == 4
 
@@ -94,9 +114,9 @@ def test_host_image_storage_by_hand():
                image_storage="host", host_mem_bytes=6000)
     assert (cap.storage_device_bytes(p, b), cap.storage_host_bytes(p, b)) == (1, 3)
     r = cap.plan(p, b)
-    # dp rank: 100 + n (1 physics + 1 device storage) <= 1000 -> 450 per GPU, but the host holds
-    # 4 ranks x n x 3 B <= 6000 -> n <= 500: 450 stands (gpu-bound)
-    assert (r["dp_per_gpu"], r["dp_bound"]) == (450, "gpu")
+    # dp rank: 100 + n (1 physics + 1 device storage + 1 observations) <= 1000 -> 300 per GPU,
+    # and the host holds 4 ranks x n x 3 B <= 6000 -> n <= 500: 300 stands (gpu-bound)
+    assert (r["dp_per_gpu"], r["dp_bound"]) == (300, "gpu")
     # sim: 100 + 2n -> 450; learner: n (1 storage + 1 transit) <= 1000 -> 498 (multiple of 3),
     # host: 3n <= 6000 -> 1998; the learner bound 498 -> 166 per sim GPU
     assert (r["sim_max_per_gpu"], r["learner_max_total"], r["disagg_total"]) == (450, 498, 498)

@@ -44,6 +44,7 @@ from dexrl.bench.capacity.measure import (
     TorchLiveBytes,
     WarpBytes,
     fit_linear,
+    fit_growth,
     fit_quadratic,
     measure_learner,
     measure_parts,
@@ -76,7 +77,7 @@ from dexrl.bench.capacity.validate import ROLES, validate_plan, validate_role
 __all__ = [
     "GIB", "IMAGE_STORAGE", "MIB", "ROLES",
     "Budget", "Parts", "TorchLiveBytes", "WarpBytes",
-    "dp_rank_bytes", "fit_linear", "fit_quadratic", "format_table", "learner_fixed_bytes",
+    "dp_rank_bytes", "fit_growth", "fit_linear", "fit_quadratic", "format_table", "learner_fixed_bytes",
     "learner_rank_bytes", "learner_transient_bytes", "max_worlds", "measure_learner", "measure_parts", "measure_sim",
     "parts_json", "plan", "policy_state_bytes_per_env", "run_capacity", "sim_rank_bytes",
     "storage_device_bytes", "storage_host_bytes", "torch_peak_bytes", "transit_bytes_per_world",

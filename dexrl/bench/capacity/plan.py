@@ -97,11 +97,15 @@ class Budget:
 
 
 def learner_transient_bytes(p: Parts, b: Budget, n: int) -> float:
-    """max(backward of one micro-batch, inference on all n envs with the encoder in chunks)."""
+    """The backward pass of one micro-batch and inference on all n envs (the encoder in chunks):
+    the larger of the two, or with overlap_update both, since the next rollout is collected on
+    a second thread while the update runs."""
     minibatch = n / p.num_minibatches
     micro = min(minibatch, b.microbatch_envs) if b.microbatch_envs else minibatch
     encoded = min(n, b.encoder_chunk) if b.encoder_chunk else n
-    return max(p.update_per_minibatch_env * micro, p.inference_per_env * n + p.inference_encoder_per_env * encoded)
+    update = p.update_per_minibatch_env * micro
+    inference = p.inference_per_env * n + p.inference_encoder_per_env * encoded
+    return update + inference if b.overlap_update else max(update, inference)
 
 
 def storage_device_bytes(p: Parts, b: Budget) -> float:
@@ -132,8 +136,10 @@ def learner_rank_bytes(p: Parts, b: Budget, n: int) -> float:
 
 
 def dp_rank_bytes(p: Parts, b: Budget, n: int) -> float:
+    # The collector holds each world's observations, compact as on the wire, through the
+    # update (the disaggregated learner's receive buffers hold the same).
     return (b.context_bytes + b.sim_overhead_bytes + p.sim_fixed + learner_fixed_bytes(p, b)
-            + n * (p.sim_per_world + storage_device_bytes(p, b) + p.policy_state_per_env)
+            + n * (p.sim_per_world + storage_device_bytes(p, b) + p.policy_state_per_env + p.transit_per_world)
             + p.physics_per_world_sq * n * n + learner_transient_bytes(p, b, n))
 
 
