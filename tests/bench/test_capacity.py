@@ -200,7 +200,8 @@ def test_measured_parts_are_positive(parts):
     for name in ("physics_per_world", "render_per_world", "env_per_world", "storage_per_env",
                  "update_per_minibatch_env", "inference_per_env", "params_bytes"):
         assert getattr(parts, name) > 0, name
-    assert parts.learner_fixed >= 4 * parts.params_bytes  # params, Adam m and v, grads
+    # the optimizer step's measured peak holds at least the gradients (one copy of the params)
+    assert max(parts.samples["optimizer_step"].values()) >= parts.params_bytes
     # the depth buffer alone is 80 * 60 * 4 B per world
     assert parts.render_per_world >= 80 * 60 * 4
     assert parts.transit_per_world >= 80 * 60 * 2
@@ -211,8 +212,9 @@ def test_physics_bytes_fit_three_world_counts(parts):
     s = parts.samples["physics"]
     assert sorted(s) == [2, 6, 10]
     a, b, c = parts.physics_fixed, parts.physics_per_world, parts.physics_per_world_sq
-    for n, y in s.items():
-        assert a + b * n + c * n * n == pytest.approx(y, rel=1e-9)
+    assert c >= 0  # no curvature of noise survives (fit_growth)
+    for n in (2, 10):  # a line or a parabola through the ends
+        assert a + b * n + c * n * n == pytest.approx(s[n], rel=1e-9)
     # the tracker sees at least every array of the model and data
     assert all(s[n] >= parts.samples["physics_arrays"][n] for n in s)
     # render and env are linear: the middle count sits on the line through the ends (1 %)
