@@ -226,6 +226,8 @@ def _collective(fn):
         except RankFailure:
             raise
         except RuntimeError as exc:  # gloo reports a closed connection as a plain RuntimeError
+            if os.environ.get("DEXRL_DEBUG"):  # this rank's own defect shows its traceback
+                raise
             if _steady is not None and _timed_out(exc):
                 raise _silent_failure(_steady) from None
             raise RankFailure(None, "data-parallel", _cause(exc, None)) from None

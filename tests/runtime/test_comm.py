@@ -158,3 +158,18 @@ def test_the_launcher_reports_the_rank_that_failed_not_the_peers_that_stopped_fo
     # Every rank stopped for a peer (one the launcher did not see fail): the first of them.
     both = {0: Failure(exitcode=3, timestamp=11), 1: Failure(exitcode=3, timestamp=10)}
     assert comm.root_failure(both, peer_failed_code=3)[0] == 1
+
+
+def test_a_failed_collective_is_a_peer_failure_unless_debugging(monkeypatch):
+    """One line naming the data-parallel group by default; with DEXRL_DEBUG=1 the error itself,
+    traceback and all, for a defect of this rank's own (e.g. a CPU tensor given to NCCL)."""
+    @comm._collective
+    def collective():
+        raise RuntimeError("Tensors must be CUDA and dense")
+
+    with pytest.raises(comm.RankFailure, match="Tensors must be CUDA and dense"):
+        collective()
+    monkeypatch.setenv("DEXRL_DEBUG", "1")
+    with pytest.raises(RuntimeError, match="Tensors must be CUDA and dense") as caught:
+        collective()
+    assert not isinstance(caught.value, comm.RankFailure)
