@@ -216,8 +216,7 @@ class GraspEnv:
         while the palm is within 0.3 m of the object."""
         a = self.cfg.randomization.disturbance_accel
         p, b = self.physics, self.scene.object_body
-        if a <= 0:  # (a bound lowered to 0 mid-episode must not leave the last force on)
-            p.xfrc_applied[:, b, :3] = 0.0
+        if a <= 0:
             return
         every = max(int(round(1.0 / self.cfg.ctrl_dt)), 1)
         resample = (self.episode_step % every == 0)[:, None]
@@ -320,6 +319,9 @@ class GraspEnv:
         disturbance's bound at its next once-a-second resample, mid-episode, as in the lineage)
         and reward weights (from the next step): how ADR widens the task."""
         self.cfg = replace(self.cfg, randomization=randomization, reward=reward)
+        if randomization.disturbance_accel <= 0:  # switched off: no step would lift the last force
+            self.physics.xfrc_applied[:, self.scene.object_body, :3] = 0.0
+            self.disturb_force.zero_()
 
     def close(self) -> None:
         self.rig = None
