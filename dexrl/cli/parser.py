@@ -144,7 +144,7 @@ def _add_bench_throughput(bsub) -> None:
     b = bsub.add_parser("throughput", allow_abbrev=False, help="env-steps/s, per-phase seconds and bytes per step of a short training run")
     b.add_argument("--runtime", choices=("single", "dp", "disagg"), default="single", help="(default %(default)s)")
     b.add_argument("--sim-ranks", type=int, default=2, help="disagg: simulator processes, plus one learner (default %(default)s)")
-    b.add_argument("--pipeline", action="store_true", help="disagg: two world groups per sim rank")
+    b.add_argument("--pipeline", action="store_true", help="disagg: two world groups, each stepped while the learner serves the other")
     b.add_argument("--overlap-update", action="store_true",
                    help="collect the next rollout during the PPO update (one-iteration policy lag)")
     b.add_argument("--ranks", type=int, default=2, help="dp: processes (default %(default)s)")

@@ -41,8 +41,9 @@ class TrainConfig:
     # disagg: a sim rank exits when the learner sends nothing for this long after start-up;
     # it must cover the learner's longest silence (a PPO update plus a checkpoint).
     learner_timeout_s: float = 1800.0
-    # disagg: each sim rank holds its worlds as two groups; the learner infers one group while
-    # the sims step the other (beyond the paper's Algorithms 1-2).
+    # disagg: the worlds as two groups, each a half of the rollout held in slices by every sim
+    # rank; a group's next step is inferred and sent as soon as its last arrives, while the
+    # sims step the other group (beyond the paper's Algorithms 1-2).
     pipeline: bool = False
     # Collect the next rollout (on a second thread, into a second rollout storage) while PPO
     # updates on the last one, with the parameters from before that update: the sims no longer
@@ -89,7 +90,7 @@ def world_split(cfg: TrainConfig) -> str:
     """How the worlds are split over processes (e.g. '8 worlds on 2 data-parallel ranks');
     environment state saved under one split does not load into another."""
     where = {"dp": f"on {cfg.ranks} data-parallel ranks",
-             "disagg": f"on {cfg.sim_ranks} sim ranks" + (" in two groups each" if cfg.pipeline else "")}
+             "disagg": f"on {cfg.sim_ranks} sim ranks" + (" in two pipelined world groups" if cfg.pipeline else "")}
     return f"{cfg.env.num_envs} worlds " + where.get(cfg.runtime, "in one process")
 
 

@@ -30,6 +30,7 @@ from dexrl.models.depth_codec import IMAGE_TORCH_DTYPES, encode_depth, select
 from dexrl.models.spec import ObsSpec
 
 ENV = -1  # placeholder for N in a layout shape
+ALL = slice(None)  # every env's row
 
 
 def storage_layout(spec: ObsSpec, model_cfg: ModelConfig, ppo_cfg: PPOConfig) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
@@ -123,14 +124,15 @@ class RolloutStorage:
                 "advantages", "returns", "terminated", "truncated", "resets", "last_values")
 
     @torch.no_grad()
-    def insert_obs(self, step: int, obs: dict[str, torch.Tensor]) -> None:
-        """Record step t's observations (image (N, C, H, W) float metres or compact, vectors (N, D))."""
+    def insert_obs(self, step: int, obs: dict[str, torch.Tensor], rows: slice = ALL) -> None:
+        """Record step t's observations (image (n, C, H, W) float metres or compact, vectors
+        (n, D)) of the envs ``rows`` (all N, or a pipelined world group's n)."""
         for key, buf in self.obs.items():
             src = obs[key]
             if key == self.spec.image_key:
-                buf[step].copy_(encode_depth(src, self.cfg.image_dtype), non_blocking=True)  # see wait_for_copies
+                buf[step, rows].copy_(encode_depth(src, self.cfg.image_dtype), non_blocking=True)  # see wait_for_copies
             else:
-                buf[step] = src
+                buf[step, rows] = src
 
     @torch.no_grad()
     def insert(
@@ -144,29 +146,31 @@ class RolloutStorage:
         terminated: torch.Tensor,
         truncated: torch.Tensor,
         truncated_values: torch.Tensor | None = None,
+        rows: slice = ALL,
     ) -> None:
-        """Record step t for all N envs. obs: the raw observations `out` was computed from
-        (see insert_obs), or None if insert_obs recorded them already; reset (N,) the flags passed to act;
-        state: the recurrent state PASSED TO act (saved at chunk starts); rewards,
-        terminated, truncated (N,) from env.step; truncated_values (N,) V of the final
+        """Record step t for the envs ``rows`` (all N, or a pipelined world group's n; every
+        tensor below has n rows). obs: the raw observations `out` was computed from (see
+        insert_obs), or None if insert_obs recorded them already; reset (n,) the flags passed
+        to act; state: the recurrent state PASSED TO act (saved at chunk starts); rewards,
+        terminated, truncated (n,) from env.step; truncated_values (n,) V of the final
         observation of truncated episodes, or None to use out.value (see compute_gae)."""
         if out.value is None:
             raise ValueError("RolloutStorage.insert needs out.value; call act(..., with_value=True) while collecting.")
         if obs is not None:
-            self.insert_obs(step, obs)
+            self.insert_obs(step, obs, rows)
         if step % self.cfg.seq_length == 0:
             for key, buf in self.states.items():
-                buf[step // self.cfg.seq_length] = state[key]  # (L, N, H)
-        self.resets[step] = reset
-        self.actions[step] = out.action
-        self.action_mean[step] = out.mean
-        self.action_std[step] = out.std
-        self.log_probs[step] = out.log_prob
-        self.values[step] = out.value
-        self.rewards[step] = rewards
-        self.terminated[step] = terminated
-        self.truncated[step] = truncated
-        self.truncated_values[step] = out.value if truncated_values is None else truncated_values
+                buf[step // self.cfg.seq_length, :, rows] = state[key]  # (L, n, H)
+        self.resets[step, rows] = reset
+        self.actions[step, rows] = out.action
+        self.action_mean[step, rows] = out.mean
+        self.action_std[step, rows] = out.std
+        self.log_probs[step, rows] = out.log_prob
+        self.values[step, rows] = out.value
+        self.rewards[step, rows] = rewards
+        self.terminated[step, rows] = terminated
+        self.truncated[step, rows] = truncated
+        self.truncated_values[step, rows] = out.value if truncated_values is None else truncated_values
 
     @torch.no_grad()
     def set_last_values(self, values: torch.Tensor) -> None:

@@ -9,8 +9,9 @@ import torch
 
 from dexrl.envs.grasp import GraspEnv
 from dexrl.models import ActorCritic, ObsSpec
-from dexrl.models.depth_codec import encode_depth, select
+from dexrl.models.depth_codec import encode_depth
 from dexrl.rl import RolloutStorage
+from dexrl.rl.storage import ALL
 
 
 class RolloutStopped(Exception):
@@ -107,9 +108,8 @@ class Collector:
         return out, res, timer("env", start)
 
     def collect(self, storage: RolloutStorage, timer: PhaseTimer) -> dict[str, float]:
-        env, model = self.env, self.model
         stats = EpisodeStats()
-        model.eval()
+        self.model.eval()
         for t in range(storage.cfg.num_steps):
             if self.stop.is_set():
                 raise RolloutStopped
@@ -118,20 +118,33 @@ class Collector:
             # the receive waits for this copy, queued earlier on the current stream.
             storage.insert_obs(t, self.obs)
             out, res, start = self._act_and_step(timer)
-            # Time-outs bootstrap from V(final state), computed from its critic observation (the
-            # value network's only input group, "critic"); a cheap MLP pass over all worlds.
-            final = {"critic": res.info["final_critic"].to(self.device)}
-            truncated_values = torch.where(res.truncated.to(self.device), model.value(final, out.state), out.value)
-            storage.insert(t, None, self.reset, self.state, out, res.reward.to(self.device),
-                           res.terminated.to(self.device), res.truncated.to(self.device), truncated_values)
-            stats.add(res.info, res.reward)
-            self.obs, self.state = self._select(res.obs), out.state
-            self.reset = (res.terminated | res.truncated).to(self.device)
+            self._record(storage, stats, t, ALL, out, res)
             timer("storage", start)
-        storage.set_last_values(model.value(self.obs, self.state, self.reset))
-        summary = stats.summary(env.cfg.ctrl_dt)
+        return self._finish(storage, stats, timer)
+
+    def _record(self, storage: RolloutStorage, stats: EpisodeStats, t: int, rows: slice, out, res) -> None:
+        """Step t of the worlds ``rows`` (all, or a pipelined group's) into the storage and the
+        statistics; then their next observations, recurrent state and reset flags."""
+        # Time-outs bootstrap from V(final state), computed from its critic observation (the
+        # value network's only input group, "critic"); a cheap MLP pass over the worlds.
+        final = {"critic": res.info["final_critic"].to(self.device)}
+        terminated, truncated = res.terminated.to(self.device), res.truncated.to(self.device)
+        truncated_values = torch.where(truncated, self.model.value(final, out.state), out.value)
+        state = {k: v[:, rows] for k, v in self.state.items()}  # (L, n, H) the state act was given
+        storage.insert(t, None, self.reset[rows], state, out, res.reward.to(self.device), terminated, truncated,
+                       truncated_values, rows)
+        stats.add(res.info, res.reward)
+        self._take(rows, self._select(res.obs), out.state, terminated | truncated)
+
+    def _take(self, rows: slice, obs: dict[str, torch.Tensor], state: dict[str, torch.Tensor], reset: torch.Tensor) -> None:
+        self.obs, self.state, self.reset = obs, state, reset  # rows is every world
+
+    def _finish(self, storage: RolloutStorage, stats: EpisodeStats, timer: PhaseTimer) -> dict[str, float]:
+        """The rollout's last values and its statistics, with the env's own phase timings."""
+        storage.set_last_values(self.model.value(self.obs, self.state, self.reset))
+        summary = stats.summary(self.env.cfg.ctrl_dt)
         # Envs that time their own phases (physics, render; sim vs transfer) report them here.
-        for key, value in getattr(env, "pop_timings", dict)().items():
+        for key, value in getattr(self.env, "pop_timings", dict)().items():
             if key.startswith("time/"):
                 timer.seconds[key[5:-2]] = value
             else:
@@ -148,34 +161,49 @@ class Collector:
 
 
 class PipelinedCollector(Collector):
-    """For disaggregated sims that hold two world groups: infer group 1 while the sims step
-    group 0, so inference and transfer overlap simulation. Same rollout layout as Collector."""
+    """For disaggregated sims that hold two world groups, each one slice of the rollout
+    (``env.group_rows``): a group's next step is inferred and sent as soon as its last step
+    arrives, while the sims step the other group. Each group's physics hides the other's
+    inference, transfer and recording; the groups meet only at the rollout's end. Same rollout
+    layout as Collector; the policy acts on half batches, which may round differently."""
 
-    def _act_and_step(self, timer: PhaseTimer):
-        env = self.env
-        outs = []
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Its own copy, refreshed a group's rows at a time: a received image is valid only until
+        # its group's next send.
+        self.obs = {k: v.clone() for k, v in self.obs.items()}
+
+    def collect(self, storage: RolloutStorage, timer: PhaseTimer) -> dict[str, float]:
+        stats, groups = EpisodeStats(), self.env.group_rows
+        self.model.eval()
+        outs = [None] * len(groups)  # each group's policy output for the step in flight
+        for t in range(storage.cfg.num_steps):
+            if self.stop.is_set():
+                raise RolloutStopped
+            for g, rows in enumerate(groups):
+                if t > 0:
+                    self._arrived(storage, stats, timer, t - 1, g, outs[g])
+                storage.insert_obs(t, {k: v[rows] for k, v in self.obs.items()}, rows)
+                start = time.perf_counter()
+                outs[g] = self.model.act({k: v[rows] for k, v in self.obs.items()},
+                                         {k: v[:, rows] for k, v in self.state.items()}, self.reset[rows])
+                self.env.send_group(g, outs[g].action.to(self.env.device))
+                timer("inference", start)  # (includes posting the send)
+        for g in range(len(groups)):
+            self._arrived(storage, stats, timer, storage.cfg.num_steps - 1, g, outs[g])
+        return self._finish(storage, stats, timer)
+
+    def _arrived(self, storage: RolloutStorage, stats: EpisodeStats, timer: PhaseTimer, t: int, g: int, out) -> None:
+        """Wait for group g's step t, then record it."""
         start = time.perf_counter()
-        for g, rows in enumerate(env.group_rows):  # rows: (N / 2,) global world ids of group g
-            out = self.model.act({k: select(v, 0, rows) for k, v in self.obs.items()},
-                                 {k: v[:, rows] for k, v in self.state.items()}, self.reset[rows])
-            env.send_group(g, out.action)
-            outs.append(out)
-        start = timer("inference", start)  # (includes sending; the sims are already stepping)
-        res = env.receive()
-        return _merge(outs, env.group_rows, env.n), res, timer("env", start)
+        res = self.env.receive_group(g)
+        start = timer("env", start)
+        self._record(storage, stats, t, self.env.group_rows[g], out, res)
+        timer("storage", start)
 
-
-def _merge(outs: list, rows: list[torch.Tensor], n: int):
-    """Group outputs back into one PolicyOutput over all N worlds."""
-    first = outs[0]
-
-    def cat(get, dim=0):
-        parts = [get(o) for o in outs]
-        full = parts[0].new_empty(parts[0].shape[:dim] + (n,) + parts[0].shape[dim + 1:])
-        for part, r in zip(parts, rows):
-            full.index_copy_(dim, r, part)
-        return full
-
-    state = {k: cat(lambda o, k=k: o.state[k], dim=1) for k in first.state}
-    return type(first)(cat(lambda o: o.action), cat(lambda o: o.log_prob), cat(lambda o: o.mean),
-                       cat(lambda o: o.std), cat(lambda o: o.value), state)
+    def _take(self, rows: slice, obs: dict[str, torch.Tensor], state: dict[str, torch.Tensor], reset: torch.Tensor) -> None:
+        for key, value in obs.items():
+            self.obs[key][rows] = value
+        for key, value in state.items():
+            self.state[key][:, rows] = value
+        self.reset[rows] = reset

@@ -37,12 +37,14 @@ def num_groups(cfg: TrainConfig) -> int:
 
 
 def sim_env_config(cfg: TrainConfig, sim_index: int, device: str, group: int = 0):
-    """Sim k holds worlds [k*n, (k+1)*n); with pipelining as two groups of n/2."""
+    """Sim k holds worlds [k*n, (k+1)*n). Pipelined, world group g is [g*N/2, (g+1)*N/2) and
+    sim k holds the k-th slice of n/2 worlds of each: every group is one contiguous slice of
+    the rollout, which the learner records as soon as that group's step arrives."""
     from dexrl.runtime.single import adr_env_config
 
-    n = cfg.env.num_envs // cfg.sim_ranks
-    m = n // num_groups(cfg)
-    return replace(adr_env_config(cfg), num_envs=m, world_offset=sim_index * n + group * m, device=device)
+    per_group = cfg.env.num_envs // num_groups(cfg)
+    m = per_group // cfg.sim_ranks
+    return replace(adr_env_config(cfg), num_envs=m, world_offset=group * per_group + sim_index * m, device=device)
 
 
 # ---- simulator rank (Algorithm 1) ----------------------------------------------------------
@@ -118,8 +120,10 @@ class SimRank:
 
 # ---- learner side (Algorithm 2): the sims as one batched env -------------------------------
 class RemoteEnvs:
-    """K sim ranks seen as one env of N worlds (sim k holds worlds [k*n, (k+1)*n), as one or
-    two world groups of consecutive ids)."""
+    """K sim ranks seen as one env of N worlds: sim k holds worlds [k*n, (k+1)*n), or, as two
+    world groups, the k-th slice of each half (see sim_env_config). ``step`` moves every
+    group; a pipelined Collector moves each group on its own (``send_group``,
+    ``receive_group``)."""
 
     def __init__(self, cfg: TrainConfig, sim_ranks: list[int], device: torch.device, timeout_s: float):
         self.cfg, self.sims, self.device, self.timeout_s = cfg.env, sim_ranks, device, timeout_s
@@ -127,7 +131,7 @@ class RemoteEnvs:
         # Start-up (scene compilation, first kernel builds) may take minutes on a cold cache.
         hello = [comm.recv_object(r, max(timeout_s, comm.STARTUP_TIMEOUT_S), "sim") for r in sim_ranks]
         self.per_sim, self.groups = hello[0]["num_envs"], hello[0]["groups"]
-        self.half = self.per_sim // self.groups
+        self.per_group = self.per_sim // self.groups  # worlds of one group on one sim
         self.n, self.action_dim = self.per_sim * len(sim_ranks), hello[0]["action_dim"]
         self.columns = reply_columns(hello[0]["vectors"])
         self.vector_keys = tuple(hello[0]["vectors"])
@@ -138,15 +142,14 @@ class RemoteEnvs:
             self.image_key, shape, dtype = hello[0]["image"]
             dtypes = {str(t): t for t in (torch.float32, torch.float16, torch.uint16)}
             self.image = torch.empty((self.n, *shape[1:]), dtype=dtypes[dtype], device=self.wire)
-        # Per (sim, group): the reply block (half * V) and that group's env.step seconds; the
-        # command (command, group, half * A actions).
-        self.replies = torch.zeros(len(sim_ranks), self.groups, self.half * reply_width(self.columns) + 1,
+        # Per (sim, group): the reply block (per_group * V) and that group's env.step seconds;
+        # the command (command, group, per_group * A actions).
+        self.replies = torch.zeros(len(sim_ranks), self.groups, self.per_group * reply_width(self.columns) + 1,
                                    device=self.wire)
-        self.commands = torch.zeros(len(sim_ranks), self.groups, 2 + self.half * self.action_dim, device=self.wire)
-        # (N / groups,) global ids of each group, sims in ascending order: the rows a
-        # pipelined Collector acts on together.
-        self.group_rows = [torch.cat([torch.arange(self.n, device=device)[self._rows(i, g)]
-                                      for i in range(len(sim_ranks))]) for g in range(self.groups)]
+        self.commands = torch.zeros(len(sim_ranks), self.groups, 2 + self.per_group * self.action_dim,
+                                    device=self.wire)
+        size = self.n // self.groups
+        self.group_rows = [slice(g * size, (g + 1) * size) for g in range(self.groups)]  # each group's worlds
         self.bytes_per_step = sum(t.numel() * t.element_size() for t in (self.image, self.replies, self.commands)
                                   if t is not None)
         self._wait([(r, comm.irecv(self._reply_buffers(i, g), r))
@@ -154,29 +157,34 @@ class RemoteEnvs:
         self.first_obs = self._obs(self._unpack())
         self._wait_s = self._sim_s = 0.0
         self._steps, self._sim_each = 0, torch.zeros(len(sim_ranks), dtype=torch.float64)  # (K,) env.step seconds
-        self._pending: list = []
-        self._stepped = False
+        self._sim_step = torch.zeros_like(self._sim_each)  # (K,) this step's, over the groups arrived so far
+        self._pending: list[list] = [[] for _ in range(self.groups)]  # per group: (sim rank, request)
+        self._stepped = [False] * self.groups
 
     def _rows(self, i: int, g: int = 0) -> slice:
-        start = i * self.per_sim + g * self.half
-        return slice(start, start + self.half)
+        """Sim i's worlds of group g (global ids)."""
+        start = self.group_rows[g].start + i * self.per_group
+        return slice(start, start + self.per_group)
 
     def _reply_buffers(self, i: int, g: int) -> list[torch.Tensor]:
         return ([self.image[self._rows(i, g)]] if self.image is not None else []) + [self.replies[i, g]]
 
-    def _unpack(self) -> dict[str, torch.Tensor]:
-        """Each column group of the replies as an (N, width) tensor of its own on the learner
-        device, rows in world order (a copy: in the replies the groups' columns interleave)."""
-        block = self.replies[..., :-1].unflatten(-1, (self.half, -1))  # (K, groups, half, V)
-        return {key: block[..., cols].clone(memory_format=torch.contiguous_format).view(self.n, -1).to(self.device)
+    def _unpack(self, group: int | None = None) -> dict[str, torch.Tensor]:
+        """Each column group of the replies as an (n, width) tensor of its own on the learner
+        device, rows in world order: all N worlds, or one group's (a copy: in the replies the
+        columns interleave)."""
+        block = self.replies[..., :-1].unflatten(-1, (self.per_group, -1))  # (K, groups, per_group, V)
+        block = block.transpose(0, 1) if group is None else block[:, group]  # (groups, K, ...) or (K, ...)
+        rows = self.n if group is None else self.n // self.groups
+        return {key: block[..., cols].clone(memory_format=torch.contiguous_format).view(rows, -1).to(self.device)
                 for key, cols in self.columns.items()}
 
-    def _obs(self, fields: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def _obs(self, fields: dict[str, torch.Tensor], rows: slice = slice(None)) -> dict[str, torch.Tensor]:
         obs = {k: fields[k] for k in self.vector_keys}
-        if self.image is not None:  # compact, and valid until the next send (see Collector.collect)
+        if self.image is not None:  # compact, and valid until rows' next send (see Collector.collect)
             # Asynchronous only onto a GPU, whose stream orders the copy before its readers; a
             # copy into host memory (a CPU learner under NCCL) must land before the CPU reads it.
-            obs[self.image_key] = self.image.to(self.device, non_blocking=self.device.type == "cuda")
+            obs[self.image_key] = self.image[rows].to(self.device, non_blocking=self.device.type == "cuda")
         return obs
 
     def _wait(self, works: list, timeout_s: float | None = None) -> None:
@@ -192,7 +200,7 @@ class RemoteEnvs:
             message = self.commands[i, group]  # its last send completed: waited for in receive
             message[0], message[1] = cmd, group
             if actions is not None:
-                message[2:].view(self.half, -1).copy_(actions[i * self.half:(i + 1) * self.half])
+                message[2:].view(self.per_group, -1).copy_(actions[i * self.per_group:(i + 1) * self.per_group])
             works.append((rank, comm.isend([message], rank)))
         if wait:
             for rank, w in works:
@@ -206,9 +214,11 @@ class RemoteEnvs:
 
     def pop_timings(self) -> dict[str, float]:
         """Since the last call: the slowest sim's env.step seconds ('sim'), the rest of the
-        learner's wait for the sims ('transfer'), bytes received and sent per step, and the
-        sims' sim-only rate: the sum over sim ranks of worlds x steps / that rank's env.step
-        seconds (what they would reach if they never waited for the learner)."""
+        learner's wait for the sims ('transfer'; pipelined, the learner waits only for what
+        the other group's inference did not hide, so this is mostly 0), bytes received and
+        sent per step, and the sims' sim-only rate: the sum over sim ranks of worlds x steps /
+        that rank's env.step seconds (what they would reach if they never waited for the
+        learner)."""
         out = {"time/sim_s": self._sim_s, "time/transfer_s": max(self._wait_s - self._sim_s, 0.0),
                "transfer/bytes_per_step": float(self.bytes_per_step)}
         if self._steps and bool((self._sim_each > 0).all()):
@@ -223,33 +233,45 @@ class RemoteEnvs:
         order they were posted, and a sim sends group 0's results before it takes group 1's
         command, so a receive posted after group 1's send would wait behind that send, and the
         send for the sim, which waits for the receive."""
-        if group == 0:
-            self._start = time.perf_counter()
-            self._pending = []
-        # Waited for in receive: the sims are still busy with earlier groups.
-        self._pending += self._send_all(CMD_STEP, group, actions, wait=False)
-        self._pending += [(rank, comm.irecv(self._reply_buffers(i, group), rank)) for i, rank in enumerate(self.sims)]
+        # Waited for in receive_group: the sims may still be busy with the other group.
+        pending = self._send_all(CMD_STEP, group, actions, wait=False)
+        self._pending[group] = pending + [(rank, comm.irecv(self._reply_buffers(i, group), rank))
+                                          for i, rank in enumerate(self.sims)]
 
     def send(self, action: torch.Tensor) -> None:
         """Start the sims on action (N, A), every world group."""
         for g, rows in enumerate(self.group_rows):
             self.send_group(g, action[rows])
 
+    def _arrive(self, groups: range) -> None:
+        """Wait for these groups' step results and count their sims' seconds."""
+        start = time.perf_counter()
+        for g in groups:
+            # A sim's first step builds MuJoCo Warp's step kernels (a CUDA graph capture on a
+            # GPU): minutes on a cold cache, so it has the start-up allowance too.
+            self._wait(self._pending[g], None if self._stepped[g] else max(self.timeout_s, comm.STARTUP_TIMEOUT_S))
+            self._pending[g], self._stepped[g] = [], True
+        self._wait_s += time.perf_counter() - start
+        self._sim_step += self.replies[:, list(groups), -1].sum(1).cpu().double()  # (K,) env.step seconds
+        if groups[-1] == self.groups - 1:  # the step is complete
+            self._sim_s += float(self._sim_step.max())
+            self._sim_each += self._sim_step
+            self._sim_step.zero_()
+            self._steps += 1
+
     def receive(self) -> StepResult:
         """Every group's step results, gathered into one StepResult over all N worlds. All but
         the image are the learner's own; the image is valid until the next send."""
-        # The sims' first step builds MuJoCo Warp's step kernels (a CUDA graph capture on a GPU):
-        # minutes on a cold cache, so it has the start-up allowance too.
-        first = None if self._stepped else max(self.timeout_s, comm.STARTUP_TIMEOUT_S)
-        self._wait(self._pending, first)
-        self._stepped = True
-        self._wait_s += time.perf_counter() - self._start
-        per_sim = self.replies[:, :, -1].sum(1).cpu().double()  # (K,) this step's env.step seconds
-        self._sim_s += float(per_sim.max())
-        self._sim_each += per_sim
-        self._steps += 1
+        self._arrive(range(self.groups))
         fields = self._unpack()
         return StepResult(self._obs(fields), *unpack_step(fields))
+
+    def receive_group(self, group: int) -> StepResult:
+        """Group ``group``'s step results, over its N / groups worlds (``group_rows[group]``);
+        its image is valid until the group's next send."""
+        self._arrive(range(group, group + 1))
+        fields = self._unpack(group)
+        return StepResult(self._obs(fields, self.group_rows[group]), *unpack_step(fields))
 
     def step(self, action: torch.Tensor) -> StepResult:
         self.send(action)

@@ -1,15 +1,17 @@
 """Collector: the policy acts on the compact images the update scores, and a time-out
-bootstraps from V of the episode's final observation, continuing from the state after acting."""
+bootstraps from V of the episode's final observation, continuing from the state after acting.
+The pipelined Collector records the same, each world group as its own step arrives."""
 
 from types import SimpleNamespace
 
+import pytest
 import torch
 from torch import nn
 
 from dexrl.config.rl import ModelConfig, PPOConfig
 from dexrl.models import ObsSpec
 from dexrl.rl import RolloutStorage, build_actor_critic
-from dexrl.runtime.collector import Collector, PhaseTimer
+from dexrl.runtime.collector import Collector, PhaseTimer, PipelinedCollector
 
 torch.set_num_threads(1)
 
@@ -49,20 +51,54 @@ class RandomEnv:
                                truncated=truncated, info=info)
 
 
-def _collect(model_cfg: ModelConfig, n: int = 6):
+class GroupedEnv:
+    """Two RandomEnvs as the world groups [0, n/2) and [n/2, n) of one env, stepped a group at
+    a time as a pipelined RemoteEnvs is; ``events`` logs each (send | receive, group, step)."""
+
+    def __init__(self, n: int, seed: int):
+        self.groups = [RandomEnv(n // 2, seed + g) for g in range(2)]
+        self.n, self.device, self.cfg = n, CPU, SimpleNamespace(ctrl_dt=1 / 60)
+        self.group_rows = [slice(0, n // 2), slice(n // 2, n)]
+        self.events: list[tuple[str, int, int]] = []
+        self._results: dict[int, SimpleNamespace] = {}
+
+    @property
+    def finals(self) -> list[torch.Tensor]:
+        return [torch.cat(parts) for parts in zip(*(env.finals for env in self.groups))]
+
+    def obs(self) -> dict[str, torch.Tensor]:
+        parts = [env.obs() for env in self.groups]
+        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+    def send_group(self, g: int, action: torch.Tensor) -> None:
+        self.events.append(("send", g, len(self.groups[g].finals)))
+        self._results[g] = self.groups[g].step(action)
+
+    def receive_group(self, g: int):
+        self.events.append(("receive", g, len(self.groups[g].finals) - 1))
+        return self._results.pop(g)
+
+
+def _collect(model_cfg: ModelConfig, n: int = 6, pipelined: bool = False):
     torch.manual_seed(0)
-    env = RandomEnv(n, seed=0)
+    env = GroupedEnv(n, seed=0) if pipelined else RandomEnv(n, seed=0)
     model = build_actor_critic(SPEC, model_cfg, PPO_CFG, CPU)
     nn.init.orthogonal_(model.mean_head.weight, gain=1.0)  # (0.01 by default hides what the images change)
     storage = RolloutStorage(SPEC, model_cfg, PPO_CFG, n, CPU)
-    Collector(env, model, SPEC, CPU, env.obs(), image_dtype=PPO_CFG.image_dtype).collect(storage, PhaseTimer(CPU))
+    collector = (PipelinedCollector if pipelined else Collector)(env, model, SPEC, CPU, env.obs(),
+                                                                 image_dtype=PPO_CFG.image_dtype)
+    collector.collect(storage, PhaseTimer(CPU))
     return env, model, storage
 
 
-def test_the_policy_acts_on_the_images_the_update_scores():
+PIPELINED = pytest.mark.parametrize("pipelined", [False, True], ids=["", "pipelined"])
+
+
+@PIPELINED
+def test_the_policy_acts_on_the_images_the_update_scores(pipelined):
     model_cfg = ModelConfig(encoder_channels=(4, 4, 4, 4), embed_dim=8, lstm_hidden=8, lstm_layers=1, mlp=(8,),
                             critic_mlp=(8,))
-    _, model, storage = _collect(model_cfg)
+    _, model, storage = _collect(model_cfg, pipelined=pipelined)
     (mb,) = storage.minibatches(1)
     with torch.no_grad():
         ev = model.evaluate(mb.obs, mb.actions, mb.states, mb.resets)
@@ -70,11 +106,12 @@ def test_the_policy_acts_on_the_images_the_update_scores():
     torch.testing.assert_close(ev.log_prob, mb.log_probs, atol=1e-6, rtol=0)
 
 
+@PIPELINED
 @torch.no_grad()
-def test_time_outs_bootstrap_from_the_final_observation_after_the_step():
+def test_time_outs_bootstrap_from_the_final_observation_after_the_step(pipelined):
     model_cfg = ModelConfig(encoder_channels=(4, 4, 4, 4), embed_dim=8, lstm_hidden=8, lstm_layers=1, mlp=(8,),
                             critic_kind="lstm", critic_lstm_hidden=8, critic_mlp=(8,))
-    env, model, storage = _collect(model_cfg)
+    env, model, storage = _collect(model_cfg, pipelined=pipelined)
     assert storage.truncated.any() and storage.terminated.any()
     state, reset = model.initial_state(env.n, CPU), torch.ones(env.n, dtype=torch.bool)
     for t in range(PPO_CFG.num_steps):  # replay the rollout: the states after each step
@@ -85,3 +122,20 @@ def test_time_outs_bootstrap_from_the_final_observation_after_the_step():
         expected = torch.where(storage.truncated[t], final_value, out.value)
         torch.testing.assert_close(storage.truncated_values[t], expected, atol=1e-6, rtol=0)
         state, reset = out.state, storage.terminated[t] | storage.truncated[t]
+
+
+def test_a_pipelined_group_steps_again_before_the_other_group_arrives():
+    """No barrier between the groups: group 0's step t + 1 is sent as soon as its step t is
+    back, before group 1's step t is received, so the sims never wait for both groups."""
+    model_cfg = ModelConfig(encoder_channels=(4, 4, 4, 4), embed_dim=8, lstm_hidden=8, lstm_layers=1, mlp=(8,),
+                            critic_mlp=(8,))
+    env, _, storage = _collect(model_cfg, pipelined=True)
+    T = PPO_CFG.num_steps
+    want = [("send", 0, 0), ("send", 1, 0)]
+    for t in range(1, T):
+        want += [("receive", 0, t - 1), ("send", 0, t), ("receive", 1, t - 1), ("send", 1, t)]
+    want += [("receive", 0, T - 1), ("receive", 1, T - 1)]
+    assert env.events == want
+    # Each group's rows hold its own worlds' steps: rewards are the sums of the actions sent.
+    torch.testing.assert_close(storage.rewards, storage.actions.sum(-1))
+    assert not torch.equal(storage.rewards[:, :3], storage.rewards[:, 3:])
