@@ -171,13 +171,22 @@ def _wire(t: torch.Tensor) -> torch.Tensor:
     return t.view(view) if view is not None else t
 
 
-def isend(tensors: list[torch.Tensor], dst: int) -> list:
-    return [dist.isend(_wire(t.contiguous()), dst) for t in tensors]
+def isend(tensors: list[torch.Tensor], dst: int, role: str = "peer") -> list:
+    return _post(dist.isend, [t.contiguous() for t in tensors], dst, role)
 
 
-def irecv(buffers: list[torch.Tensor], src: int) -> list:
+def irecv(buffers: list[torch.Tensor], src: int, role: str = "peer") -> list:
     """Receive into ``buffers`` (preallocated, contiguous), in the order they were sent."""
-    return [dist.irecv(_wire(b), src) for b in buffers]
+    return _post(dist.irecv, buffers, src, role)
+
+
+def _post(post, tensors: list[torch.Tensor], peer: int, role: str) -> list:
+    """Post one request per tensor. Gloo refuses to post to a peer whose connection has
+    closed: that is the peer's failure, as it would be in wait."""
+    try:
+        return [post(_wire(t), peer) for t in tensors]
+    except RuntimeError as exc:
+        raise RankFailure(peer, role, _cause(exc, None)) from None
 
 
 def wait(works: list, timeout_s: float, peer: int, role: str) -> None:

@@ -77,10 +77,10 @@ class SimRank:
         return self._image(obs) + [self.reply]
 
     def _send(self, tensors: list[torch.Tensor]) -> None:
-        comm.wait(comm.isend(tensors, self.learner), self.timeout_s, self.learner, "learner")
+        comm.wait(comm.isend(tensors, self.learner, "learner"), self.timeout_s, self.learner, "learner")
 
     def _recv(self, tensors: list[torch.Tensor]) -> None:
-        comm.wait(comm.irecv(tensors, self.learner), self.timeout_s, self.learner, "learner")
+        comm.wait(comm.irecv(tensors, self.learner, "learner"), self.timeout_s, self.learner, "learner")
 
     def run(self) -> None:
         envs, learner = self.envs, self.learner
@@ -152,7 +152,7 @@ class RemoteEnvs:
         self.group_rows = [slice(g * size, (g + 1) * size) for g in range(self.groups)]  # each group's worlds
         self.bytes_per_step = sum(t.numel() * t.element_size() for t in (self.image, self.replies, self.commands)
                                   if t is not None)
-        self._wait([(r, comm.irecv(self._reply_buffers(i, g), r))
+        self._wait([(r, comm.irecv(self._reply_buffers(i, g), r, "sim"))
                     for i, r in enumerate(sim_ranks) for g in range(self.groups)])
         self.first_obs = self._obs(self._unpack())
         self._wait_s = self._sim_s = 0.0
@@ -201,7 +201,7 @@ class RemoteEnvs:
             message[0], message[1] = cmd, group
             if actions is not None:
                 message[2:].view(self.per_group, -1).copy_(actions[i * self.per_group:(i + 1) * self.per_group])
-            works.append((rank, comm.isend([message], rank)))
+            works.append((rank, comm.isend([message], rank, "sim")))
         if wait:
             for rank, w in works:
                 comm.wait(w, self.timeout_s, rank, "sim")
@@ -235,7 +235,7 @@ class RemoteEnvs:
         send for the sim, which waits for the receive."""
         # Waited for in receive_group: the sims may still be busy with the other group.
         pending = self._send_all(CMD_STEP, group, actions, wait=False)
-        self._pending[group] = pending + [(rank, comm.irecv(self._reply_buffers(i, group), rank))
+        self._pending[group] = pending + [(rank, comm.irecv(self._reply_buffers(i, group), rank, "sim"))
                                           for i, rank in enumerate(self.sims)]
 
     def send(self, action: torch.Tensor) -> None:

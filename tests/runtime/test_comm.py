@@ -79,6 +79,20 @@ NCCL_DTYPES = {torch.int8, torch.uint8, torch.int32, torch.int64, torch.float16,
                torch.float64, torch.bool}
 
 
+@pytest.mark.parametrize("post", ["isend", "irecv"])
+def test_a_request_refused_for_a_closed_connection_is_the_peers_failure(monkeypatch, post):
+    """Gloo refuses at once to post to a peer that has died. The caller's failure path (a
+    checkpoint, one line naming the peer) must see that as it sees a failed wait."""
+    def refuse(tensor, peer):
+        raise RuntimeError("[gloo/transport/tcp/pair.cc:553] Connection closed by peer [127.0.0.1]:39336.")
+
+    monkeypatch.setattr(dist, post, refuse)
+    with pytest.raises(comm.RankFailure) as failure:
+        getattr(comm, post)([torch.zeros(3)], 1, "sim")
+    assert (failure.value.rank, failure.value.role) == (1, "sim")
+    assert failure.value.cause == "connection lost (the process exited or was killed)"
+
+
 def test_every_dtype_that_travels_goes_as_one_nccl_sends():
     # The disaggregated wire: depth float16 or uint16 mm, vectors float32, flags bool, sim
     # seconds float64, command headers int64.

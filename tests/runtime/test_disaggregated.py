@@ -16,8 +16,8 @@ def test_each_groups_results_are_received_before_the_next_groups_command_is_sent
              "vectors": {"proprio": 5, "critic": 7}}
     monkeypatch.setattr(comm, "wire_device", lambda: torch.device("cpu"))
     monkeypatch.setattr(comm, "recv_object", lambda src, timeout_s, role: hello)
-    monkeypatch.setattr(comm, "isend", lambda tensors, dst: posted.append((dst, "send", tuple(map(int, tensors[0][:2])))))
-    monkeypatch.setattr(comm, "irecv", lambda buffers, src: posted.append((src, "recv", None)))
+    monkeypatch.setattr(comm, "isend", lambda tensors, dst, role: posted.append((dst, "send", tuple(map(int, tensors[0][:2])))))
+    monkeypatch.setattr(comm, "irecv", lambda buffers, src, role: posted.append((src, "recv", None)))
     monkeypatch.setattr(comm, "wait", lambda works, timeout_s, peer, role: None)
     cfg = TrainConfig(runtime="disagg", sim_ranks=2, pipeline=True)
     envs = RemoteEnvs(cfg, [0, 1], torch.device("cpu"), timeout_s=5.0)
@@ -42,14 +42,14 @@ def test_a_sim_waits_with_the_start_up_allowance_until_the_learners_first_step(m
     script = iter([CMD_RANGES, CMD_STEP, CMD_STOP])
     waits = []  # (what, timeout) of each wait for the learner
 
-    def irecv(buffers, src):
+    def irecv(buffers, src, role):
         buffers[0].zero_()[0] = next(script)
         return "recv"
 
     monkeypatch.setattr(comm, "send_object", lambda obj, dst, timeout_s, role: None)
     monkeypatch.setattr(comm, "recv_object", lambda src, timeout_s, role: (sim.envs[0].cfg.randomization,
                                                                           sim.envs[0].cfg.reward))
-    monkeypatch.setattr(comm, "isend", lambda tensors, dst: "send")
+    monkeypatch.setattr(comm, "isend", lambda tensors, dst, role: "send")
     monkeypatch.setattr(comm, "irecv", irecv)
     monkeypatch.setattr(comm, "wait", lambda work, timeout_s, peer, role: waits.append((work, timeout_s)))
     sim.run()
