@@ -279,14 +279,14 @@ def send_object(obj, dst: int, timeout_s: float = 60.0, role: str = "peer") -> N
     timeout (torch's send_object_list has none)."""
     data = torch.frombuffer(bytearray(pickle.dumps(obj)), dtype=torch.uint8).to(wire_device())
     size = torch.tensor([data.numel()], dtype=torch.int64, device=data.device)
-    wait(isend([size, data], dst), timeout_s, dst, role)
+    wait(isend([size, data], dst, role), timeout_s, dst, role)
 
 
 def recv_object(src: int, timeout_s: float = 60.0, role: str = "peer"):
     size = torch.zeros(1, dtype=torch.int64, device=wire_device())
-    wait(irecv([size], src), timeout_s, src, role)
+    wait(irecv([size], src, role), timeout_s, src, role)
     data = torch.empty(int(size[0]), dtype=torch.uint8, device=size.device)
-    wait(irecv([data], src), timeout_s, src, role)
+    wait(irecv([data], src, role), timeout_s, src, role)
     return pickle.loads(data.cpu().numpy().tobytes())
 
 
