@@ -36,7 +36,8 @@ def summarize(run_dir: Path, runtime: str, procs: int, skip: int = 1) -> dict:
         raise ValueError(f"no iteration to measure: the first {skip} is warm-up; run at least {skip + 1}")
     mean = lambda key: sum(r.get(key, 0.0) for r in rows) / len(rows)  # noqa: E731
     rate = lambda key: len(rows) / sum(1.0 / r[key] for r in rows)  # noqa: E731
-    out = {"runtime": runtime, "processes": procs, "iterations_measured": len(rows),
+    out = {"runtime": runtime, "processes": procs + (runtime == "disagg"),  # (the learner too)
+           **({"sim_ranks": procs} if runtime == "disagg" else {}), "iterations_measured": len(rows),
            "env_steps_per_s": rate("env_steps_per_s"), "iteration_s": mean("time/iteration_s")}
     for phase in PHASES:
         key = f"time/{phase}_s"
